@@ -1,0 +1,109 @@
+//! On-wire (MQTT) message types, schema version 1 (see docs/wire-format.md). These are boundaries:
+//! change them only compatibly, or bump `schema`.
+
+use serde::{Deserialize, Serialize};
+
+use crate::recognize::{Candidate, Direction};
+
+pub const SCHEMA: u32 = 1;
+
+/// `<prefix>/<device>/reads`: one message per vehicle pass.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReadMessage {
+    pub schema: u32,
+    /// UUIDv7: unique and time-sortable; consumers de-duplicate on it.
+    pub id: String,
+    pub device: String,
+    pub camera: String,
+    /// Per-device counter; consumers spot gaps with it.
+    pub seq: u64,
+    /// RFC 3339 UTC with milliseconds.
+    pub captured_at: String,
+    pub plate: String,
+    pub confidence: f32,
+    pub chars: Vec<WireChar>,
+    pub candidates: Vec<Candidate>,
+    pub bbox: [u32; 4],
+    pub frame: FrameSize,
+    pub frames_seen: u32,
+    pub direction: Direction,
+    /// Absent when the crop was evicted to save space.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub crop: Option<CropInfo>,
+    pub models: ModelHashes,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub location: Option<Location>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WireChar {
+    pub c: char,
+    pub p: f32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct FrameSize {
+    pub width: u32,
+    pub height: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CropInfo {
+    pub format: String,
+    pub bytes: usize,
+    pub sha256: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct ModelHashes {
+    pub detector: String,
+    pub ocr: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Location {
+    pub lat: f64,
+    pub lon: f64,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub heading: Option<f64>,
+}
+
+/// `<prefix>/<device>/status`, retained; the last will carries `state: "offline"`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatusMessage {
+    pub state: String,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub version: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub started_at: Option<String>,
+}
+
+/// `<prefix>/<device>/health`, every `mqtt.health_interval`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct HealthMessage {
+    pub at: String,
+    pub uptime_s: u64,
+    pub cameras: Vec<CameraHealth>,
+    /// Mean inference time per frame over the last interval.
+    pub inference_ms: f64,
+    pub reads_total: u64,
+    pub reads_buffered: u64,
+    /// Age of the oldest read not yet acknowledged by the broker.
+    pub oldest_unsent_age_s: Option<f64>,
+    pub evictions: u64,
+    pub outbox_bytes: u64,
+    pub disk_free_bytes: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct CameraHealth {
+    pub name: String,
+    pub fps: f64,
+    pub frames_dropped: u64,
+    pub state: String,
+}
+
+/// RFC 3339 UTC with milliseconds, as every time on the wire.
+pub fn rfc3339_ms(t: std::time::SystemTime) -> String {
+    chrono::DateTime::<chrono::Utc>::from(t).to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
