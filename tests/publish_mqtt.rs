@@ -84,7 +84,10 @@ impl Rig {
             .map(|i| {
                 let stored = self
                     .outbox
-                    .append(sample_read(&self.device, &format!("AB{i:04}")), fake_crop(i, 1500 + (i as usize % 7) * 300))
+                    .append(
+                        sample_read(&self.device, &format!("AB{i:04}")),
+                        fake_crop(i, 1500 + (i as usize % 7) * 300),
+                    )
                     .expect("append");
                 (stored.seq, stored.message.id)
             })
@@ -158,7 +161,10 @@ async fn delivers_every_read_in_seq_order_with_crops_then_empties_the_outbox() {
     rig.start(&broker.url(), |_| {});
     let msgs = sub.collect(101, Duration::from_secs(15)).await; // 50 reads, 50 crops, online
     check_reads(&rig, &msgs, &expected);
-    assert!(wait_for_empty(&rig.outbox, Duration::from_secs(5)).await, "outbox drained");
+    assert!(
+        wait_for_empty(&rig.outbox, Duration::from_secs(5)).await,
+        "outbox drained"
+    );
     let report = rig.stop().await;
     assert_eq!(report.acked, 50);
     assert!(report.published >= 100);
@@ -176,7 +182,11 @@ async fn reads_buffered_while_the_broker_is_down_arrive_when_it_starts() {
     rig.start(&broker.url(), |_| {});
     let expected = rig.append(10);
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(rig.outbox.stats().count, 10, "nothing removed without a broker");
+    assert_eq!(
+        rig.outbox.stats().count,
+        10,
+        "nothing removed without a broker"
+    );
     broker.start_process();
     let msgs = sub.collect(21, Duration::from_secs(15)).await;
     check_reads(&rig, &msgs, &expected);
@@ -192,15 +202,25 @@ async fn records_stay_until_their_puback_arrives() {
     let mut rig = Rig::new("t-puback");
     let mut sub = Subscriber::connect(broker.port, &rig.topic("#")).await;
     rig.start(&broker.url(), |_| {});
-    let online = sub.next(Duration::from_secs(10)).await.expect("online status");
+    let online = sub
+        .next(Duration::from_secs(10))
+        .await
+        .expect("online status");
     assert_eq!(online.topic, rig.topic("status"));
     // Frozen broker: the publisher writes (the kernel buffers it) but no PUBACK comes back.
     broker.pause();
     let expected = rig.append(5);
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(rig.outbox.stats().count, 5, "no record removed without its PUBACK");
+    assert_eq!(
+        rig.outbox.stats().count,
+        5,
+        "no record removed without its PUBACK"
+    );
     broker.unpause();
-    assert!(wait_for_empty(&rig.outbox, Duration::from_secs(10)).await, "removed after the PUBACKs");
+    assert!(
+        wait_for_empty(&rig.outbox, Duration::from_secs(10)).await,
+        "removed after the PUBACKs"
+    );
     let msgs = sub.collect(10, Duration::from_secs(5)).await;
     check_reads(&rig, &msgs, &expected);
     assert_eq!(rig.stop().await.acked, 5);
@@ -208,7 +228,10 @@ async fn records_stay_until_their_puback_arrives() {
 
 async fn retained_status(port: u16, topic: &str) -> StatusMessage {
     let mut late = Subscriber::connect(port, topic).await;
-    let msg = late.next(Duration::from_secs(5)).await.expect("retained status");
+    let msg = late
+        .next(Duration::from_secs(5))
+        .await
+        .expect("retained status");
     assert!(msg.retain, "status is retained");
     serde_json::from_slice(&msg.payload).expect("status JSON")
 }
@@ -219,7 +242,10 @@ async fn status_is_online_then_offline_on_shutdown_and_last_will_on_a_dead_conne
     let mut rig = Rig::new("t-status");
     let mut watch = Subscriber::connect(broker.port, &rig.topic("status")).await;
     rig.start(&broker.url(), |_| {});
-    watch.next(Duration::from_secs(10)).await.expect("status published");
+    watch
+        .next(Duration::from_secs(10))
+        .await
+        .expect("status published");
     let online = retained_status(broker.port, &rig.topic("status")).await;
     assert_eq!(online.state, "online");
     assert_eq!(online.version.as_deref(), Some("9.9.9-test"));
@@ -235,7 +261,10 @@ async fn status_is_online_then_offline_on_shutdown_and_last_will_on_a_dead_conne
     let first = watch.next(Duration::from_secs(10)).await.expect("online");
     assert!(String::from_utf8_lossy(&first.payload).contains("online"));
     rig.task.take().expect("started").abort();
-    let will = watch.next(Duration::from_secs(10)).await.expect("last will");
+    let will = watch
+        .next(Duration::from_secs(10))
+        .await
+        .expect("last will");
     let will: StatusMessage = serde_json::from_slice(&will.payload).expect("will JSON");
     assert_eq!(will.state, "offline");
 }
@@ -245,10 +274,20 @@ async fn health_reports_metrics_outbox_and_disk() {
     let broker = Mosquitto::start();
     let mut rig = Rig::new("t-health");
     let mut sub = Subscriber::connect(broker.port, &rig.topic("health")).await;
-    rig.metrics.camera("north").frames.fetch_add(30, std::sync::atomic::Ordering::Relaxed);
-    rig.metrics.reads_total.fetch_add(3, std::sync::atomic::Ordering::Relaxed);
-    rig.start(&broker.url(), |s| s.mqtt.health_interval = Duration::from_secs(1));
-    let msg = sub.next(Duration::from_secs(8)).await.expect("health message");
+    rig.metrics
+        .camera("north")
+        .frames
+        .fetch_add(30, std::sync::atomic::Ordering::Relaxed);
+    rig.metrics
+        .reads_total
+        .fetch_add(3, std::sync::atomic::Ordering::Relaxed);
+    rig.start(&broker.url(), |s| {
+        s.mqtt.health_interval = Duration::from_secs(1)
+    });
+    let msg = sub
+        .next(Duration::from_secs(8))
+        .await
+        .expect("health message");
     assert!(!msg.retain);
     let h: HealthMessage = serde_json::from_slice(&msg.payload).expect("health JSON");
     assert_eq!(h.reads_total, 3);

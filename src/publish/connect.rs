@@ -52,7 +52,10 @@ pub(crate) fn parse_url(url: &str) -> Result<Endpoint, PublishError> {
             "" => (host, None),
             p => (
                 host,
-                Some(p.strip_prefix(':').ok_or_else(|| bad("expected ':' after ']'"))?),
+                Some(
+                    p.strip_prefix(':')
+                        .ok_or_else(|| bad("expected ':' after ']'"))?,
+                ),
             ),
         }
     } else {
@@ -230,10 +233,9 @@ fn tls_config(s: &PublishSettings) -> Result<rustls::ClientConfig, PublishError>
         url: url.clone(),
         reason,
     };
-    let ca_path = m
-        .ca
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(SYSTEM_CA_BUNDLE));
+    let ca_path =
+        m.ca.clone()
+            .unwrap_or_else(|| PathBuf::from(SYSTEM_CA_BUNDLE));
     let ca_pem = read_file("mqtt.ca", &ca_path)?;
     let mut roots = rustls::RootCertStore::empty();
     for cert in CertificateDer::pem_slice_iter(&ca_pem) {
@@ -301,7 +303,10 @@ mod tests {
     #[test]
     fn urls() {
         let e = parse_url("mqtt://broker.local").unwrap();
-        assert_eq!((e.host.as_str(), e.port, e.tls), ("broker.local", 1883, false));
+        assert_eq!(
+            (e.host.as_str(), e.port, e.tls),
+            ("broker.local", 1883, false)
+        );
         let e = parse_url("mqtts://10.0.0.1:8884/").unwrap();
         assert_eq!((e.host.as_str(), e.port, e.tls), ("10.0.0.1", 8884, true));
         let e = parse_url("mqtt://[::1]:1999").unwrap();
@@ -326,7 +331,10 @@ mod tests {
         s.mqtt.keep_alive = Duration::from_millis(500);
         assert!(matches!(
             mqtt_options(&s, &topics),
-            Err(PublishError::Setting { key: "mqtt.keep_alive", .. })
+            Err(PublishError::Setting {
+                key: "mqtt.keep_alive",
+                ..
+            })
         ));
         let mut s = settings("mqtt://localhost");
         s.mqtt.inflight = 0;
@@ -350,14 +358,20 @@ mod tests {
         s.mqtt.ca = Some(dir.path().join("missing.pem"));
         assert!(matches!(
             mqtt_options(&s, &topics),
-            Err(PublishError::ReadFile { what: "mqtt.ca", .. })
+            Err(PublishError::ReadFile {
+                what: "mqtt.ca",
+                ..
+            })
         ));
         let junk = dir.path().join("junk.pem");
         std::fs::write(&junk, "not a certificate").unwrap();
         s.mqtt.ca = Some(junk);
         assert!(matches!(
             mqtt_options(&s, &topics),
-            Err(PublishError::Tls { what: "mqtt.ca", .. })
+            Err(PublishError::Tls {
+                what: "mqtt.ca",
+                ..
+            })
         ));
     }
 }

@@ -94,7 +94,10 @@ impl HealthSampler {
 pub(crate) fn disk_free(dir: &Path) -> Option<u64> {
     let st = nix::sys::statvfs::statvfs(dir).ok()?;
     #[allow(clippy::useless_conversion)] // the field types differ between targets
-    let (avail, frsize) = (u64::from(st.blocks_available()), u64::from(st.fragment_size()));
+    let (avail, frsize) = (
+        u64::from(st.blocks_available()),
+        u64::from(st.fragment_size()),
+    );
     Some(avail.saturating_mul(frsize))
 }
 

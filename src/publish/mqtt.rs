@@ -3,7 +3,9 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use rumqttc::{AsyncClient, ConnectionError, Event, EventLoop, Incoming, MqttOptions, Outgoing, QoS};
+use rumqttc::{
+    AsyncClient, ConnectionError, Event, EventLoop, Incoming, MqttOptions, Outgoing, QoS,
+};
 use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior};
@@ -111,7 +113,8 @@ struct Conn {
 
 impl Conn {
     fn open(options: MqttOptions, settings: &PublishSettings) -> Conn {
-        let (client, eventloop) = AsyncClient::new(options, request_capacity(settings.mqtt.inflight));
+        let (client, eventloop) =
+            AsyncClient::new(options, request_capacity(settings.mqtt.inflight));
         let (tx, events) = mpsc::channel(EVENT_BUFFER);
         let task = tokio::spawn(forward_events(eventloop, tx));
         Conn {
@@ -253,7 +256,10 @@ impl Publisher {
                 Written::Read => self.report.published += 1,
                 Written::Control | Written::Retransmit => {}
                 Written::Unexpected => {
-                    warn!(pkid, "a publish was written that the publisher did not hand over");
+                    warn!(
+                        pkid,
+                        "a publish was written that the publisher did not hand over"
+                    );
                     self.desync = true;
                 }
             },
@@ -269,9 +275,7 @@ impl Publisher {
 
     async fn remove(&mut self, seq: u64) -> Result<(), PublishError> {
         let outbox = self.outbox.clone();
-        let removed = self
-            .blocking("remove", move || outbox.remove(seq))
-            .await?;
+        let removed = self.blocking("remove", move || outbox.remove(seq)).await?;
         // `false`: evicted meanwhile, or a duplicate ack after a re-send; either way it is gone.
         if removed {
             self.report.acked += 1;
@@ -320,7 +324,8 @@ impl Publisher {
         let crop_topic = self.topics.crop(&record.message.id);
         // Topic, length fields and packet id: generous, the limit is a MiB or more.
         let overhead = crop_topic.len() + 16;
-        let limit = usize::try_from(self.settings.mqtt.max_packet_size.as_u64()).unwrap_or(usize::MAX);
+        let limit =
+            usize::try_from(self.settings.mqtt.max_packet_size.as_u64()).unwrap_or(usize::MAX);
         let crop = match record.crop {
             Some(crop) if crop.len() + overhead > limit => {
                 // rumqttc would fail the whole connection on it, again after every reconnect.
@@ -336,9 +341,9 @@ impl Publisher {
             other => other,
         };
         let parts = if crop.is_some() { 2 } else { 1 };
-        if let Err(e) = conn
-            .client
-            .try_publish(self.topics.reads.clone(), QoS::AtLeastOnce, false, json)
+        if let Err(e) =
+            conn.client
+                .try_publish(self.topics.reads.clone(), QoS::AtLeastOnce, false, json)
         {
             return Ok(Err(format!("queueing read seq {}: {e}", record.seq)));
         }

@@ -37,6 +37,12 @@ impl Mosquitto {
 
     fn configured(port: u16) -> Mosquitto {
         let dir = tempfile::tempdir().expect("tempdir");
+        // mosquitto started as root drops to its own user: let it write its session database here.
+        std::fs::set_permissions(
+            dir.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o777),
+        )
+        .expect("chmod broker dir");
         let config = dir.path().join("mosquitto.conf");
         std::fs::write(
             &config,
@@ -80,7 +86,11 @@ impl Mosquitto {
         self.child = Some(child);
         let until = Instant::now() + Duration::from_secs(10);
         while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(Instant::now() < until, "mosquitto did not listen on {}", self.port);
+            assert!(
+                Instant::now() < until,
+                "mosquitto did not listen on {}",
+                self.port
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -193,7 +203,10 @@ impl Subscriber {
 
     /// The next message, or None after `timeout`.
     pub async fn next(&mut self, timeout: Duration) -> Option<Received> {
-        tokio::time::timeout(timeout, self.rx.recv()).await.ok().flatten()
+        tokio::time::timeout(timeout, self.rx.recv())
+            .await
+            .ok()
+            .flatten()
     }
 
     /// Messages until `n` arrived or `timeout` passed.
