@@ -28,6 +28,11 @@ fn env_num(name: &str, default: u64) -> u64 {
 }
 
 fn main() {
+    // RUST_LOG=platecam=debug shows the publisher's view.
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .init();
     let reads = env_num("DRAIN_READS", 100_000);
     let crop_bytes = env_num("DRAIN_CROP_BYTES", 2048) as usize;
     let inflight = env_num("DRAIN_INFLIGHT", u64::from(MqttConfig::default().inflight)) as u16;

@@ -298,3 +298,25 @@ async fn health_reports_metrics_outbox_and_disk() {
     assert!(h.at.ends_with('Z'));
     rig.stop().await;
 }
+
+/// A wide window makes the broker ack in bursts: more events than one handling batch at a time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wide_window_bursts_of_acks_lose_no_event() {
+    let broker = Mosquitto::start();
+    let mut rig = Rig::new("t-burst");
+    let mut sub = Subscriber::connect(broker.port, &rig.topic("reads")).await;
+    let expected = rig.append(400);
+    rig.start(&broker.url(), |s| s.mqtt.inflight = 64);
+    let msgs = sub.collect(400, Duration::from_secs(15)).await;
+    let got: Vec<(u64, String)> = msgs
+        .iter()
+        .map(|m| serde_json::from_slice::<ReadMessage>(&m.payload).expect("read JSON"))
+        .map(|r| (r.seq, r.id))
+        .collect();
+    assert_eq!(got, expected);
+    assert!(
+        wait_for_empty(&rig.outbox, Duration::from_secs(5)).await,
+        "every PUBACK matched"
+    );
+    assert_eq!(rig.stop().await.acked, 400);
+}

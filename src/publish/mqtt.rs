@@ -4,7 +4,8 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use rumqttc::{
-    AsyncClient, ConnectionError, Event, EventLoop, Incoming, MqttOptions, Outgoing, QoS,
+    AsyncClient, ConnectionError, Event, EventLoop, Incoming, MqttOptions, NetworkOptions,
+    Outgoing, QoS,
 };
 use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinHandle;
@@ -25,6 +26,8 @@ use crate::wire::{rfc3339_ms, StatusMessage};
 const RESCAN: Duration = Duration::from_secs(1);
 /// Events buffered between the event-loop task and the publisher.
 const EVENT_BUFFER: usize = 256;
+/// Events handled before the acked records are removed and the window refilled.
+const EVENT_BATCH: usize = 64;
 /// After the drain, how long the retained offline status and the DISCONNECT may take at least.
 const GOODBYE_MIN: Duration = Duration::from_secs(1);
 
@@ -72,6 +75,7 @@ pub async fn run(
         report: PublishReport::default(),
         more: true,
         desync: false,
+        completed: Vec::new(),
         health_tick,
     };
     let mut backoff = Backoff::new(publisher.settings.mqtt.reconnect_max);
@@ -113,8 +117,12 @@ struct Conn {
 
 impl Conn {
     fn open(options: MqttOptions, settings: &PublishSettings) -> Conn {
-        let (client, eventloop) =
+        let (client, mut eventloop) =
             AsyncClient::new(options, request_capacity(settings.mqtt.inflight));
+        // Publishes and acks are small and latency-bound: do not let Nagle hold them back.
+        let mut network = NetworkOptions::new();
+        network.set_tcp_nodelay(true);
+        eventloop.set_network_options(network);
         let (tx, events) = mpsc::channel(EVENT_BUFFER);
         let task = tokio::spawn(forward_events(eventloop, tx));
         Conn {
@@ -166,6 +174,8 @@ struct Publisher {
     more: bool,
     /// A publish was written that nobody handed: the FIFO can no longer be trusted.
     desync: bool,
+    /// Records whose every publish was acked, not yet removed from the outbox.
+    completed: Vec<u64>,
     health_tick: tokio::time::Interval,
 }
 
@@ -187,23 +197,41 @@ impl Publisher {
                     return Ok(SessionEnd::Shutdown);
                 }
                 event = conn.events.recv() => {
-                    let event = match event {
-                        Some(Ok(event)) => event,
-                        Some(Err(e)) => {
-                            return Ok(SessionEnd::Lost { error: e.to_string(), connected });
+                    // Take whatever else is already waiting too, so the acked records are removed
+                    // in one outbox call rather than one per PUBACK.
+                    let mut next = event;
+                    let mut lost = None;
+                    for handled in 1.. {
+                        match next {
+                            Some(Ok(event)) => {
+                                if let Event::Incoming(Incoming::ConnAck(ack)) = &event {
+                                    connected = true;
+                                    self.on_connack(&conn, ack.session_present);
+                                }
+                                self.on_event(&event);
+                            }
+                            Some(Err(e)) => {
+                                lost = Some(e.to_string());
+                                break;
+                            }
+                            None => {
+                                lost = Some("event loop stopped".to_string());
+                                break;
+                            }
                         }
-                        None => {
-                            return Ok(SessionEnd::Lost {
-                                error: "event loop stopped".into(),
-                                connected,
-                            });
+                        if handled == EVENT_BATCH {
+                            break;
                         }
-                    };
-                    if let Event::Incoming(Incoming::ConnAck(ack)) = &event {
-                        connected = true;
-                        self.on_connack(&conn, ack.session_present);
+                        match conn.events.try_recv() {
+                            Ok(event) => next = Some(event),
+                            Err(_) => break,
+                        }
                     }
-                    self.on_event(&event).await?;
+                    // PUBACKs received before a failure are still valid.
+                    self.remove_completed().await?;
+                    if let Some(error) = lost {
+                        return Ok(SessionEnd::Lost { error, connected });
+                    }
                     if self.desync {
                         // Start over on a fresh connection rather than remove the wrong record.
                         return Ok(SessionEnd::Lost {
@@ -250,7 +278,8 @@ impl Publisher {
         }
     }
 
-    async fn on_event(&mut self, event: &Event) -> Result<(), PublishError> {
+    /// Feeds the ledger; records whose last PUBACK came are queued in `completed`.
+    fn on_event(&mut self, event: &Event) {
         match event {
             Event::Outgoing(Outgoing::Publish(pkid)) => match self.ledger.on_written(*pkid) {
                 Written::Read => self.report.published += 1,
@@ -265,20 +294,32 @@ impl Publisher {
             },
             Event::Incoming(Incoming::PubAck(ack)) => {
                 if let Some(seq) = self.ledger.on_puback(ack.pkid) {
-                    self.remove(seq).await?;
+                    self.completed.push(seq);
                 }
             }
             _ => {}
         }
-        Ok(())
     }
 
-    async fn remove(&mut self, seq: u64) -> Result<(), PublishError> {
+    /// Removes the fully acknowledged records from the outbox.
+    async fn remove_completed(&mut self) -> Result<(), PublishError> {
+        if self.completed.is_empty() {
+            return Ok(());
+        }
+        let seqs = std::mem::take(&mut self.completed);
         let outbox = self.outbox.clone();
-        let removed = self.blocking("remove", move || outbox.remove(seq)).await?;
-        // `false`: evicted meanwhile, or a duplicate ack after a re-send; either way it is gone.
-        if removed {
-            self.report.acked += 1;
+        let removed = self
+            .blocking("remove", move || {
+                let mut removed = 0u64;
+                for seq in seqs {
+                    // `false`: evicted meanwhile, or acked twice after a re-send: gone either way.
+                    removed += u64::from(outbox.remove(seq)?);
+                }
+                Ok(removed)
+            })
+            .await?;
+        self.report.acked += removed;
+        if removed > 0 {
             self.metrics.tick();
         }
         Ok(())
@@ -288,10 +329,9 @@ impl Publisher {
     /// a request, so the connection is to be rebuilt.
     async fn fill_window(&mut self, conn: &Conn) -> Result<Result<(), String>, PublishError> {
         let window = usize::from(self.settings.mqtt.inflight);
-        // Refill once half the window is free: one outbox scan per batch, not one per PUBACK.
-        if self.ledger.open_reads() > window / 2 {
-            return Ok(Ok(()));
-        }
+        // Refilled after every batch of events, not at a low-water mark: a window that waits for
+        // several PUBACKs stalls ~40 ms per round on brokers that Nagle their small PUBACKs
+        // (mosquitto's default) against our delayed TCP ACKs.
         while self.more && self.ledger.open_reads() < window && !self.shutdown.is_cancelled() {
             let room = window - self.ledger.open_reads();
             let after = self.ledger.last_handed();
@@ -421,7 +461,10 @@ impl Publisher {
                 _ = &mut until => return Ok(()),
                 event = conn.events.recv() => match event {
                     Some(Ok(Event::Outgoing(Outgoing::Disconnect))) | Some(Err(_)) | None => return Ok(()),
-                    Some(Ok(event)) => self.on_event(&event).await?,
+                    Some(Ok(event)) => {
+                        self.on_event(&event);
+                        self.remove_completed().await?;
+                    }
                 }
             }
         }
@@ -443,7 +486,10 @@ impl Publisher {
                     return Ok(true);
                 }
                 event = conn.events.recv() => match event {
-                    Some(Ok(event)) => self.on_event(&event).await?,
+                    Some(Ok(event)) => {
+                        self.on_event(&event);
+                        self.remove_completed().await?;
+                    }
                     Some(Err(e)) => {
                         warn!(broker = %self.settings.mqtt.url, error = %e, "MQTT connection lost while draining");
                         return Ok(false);
