@@ -108,7 +108,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="models")
     ap.add_argument("--samples", default="samples")
-    ap.add_argument("--minutes", type=float, default=40.0, help="wall-clock training time (both models in parallel)")
+    ap.add_argument("--minutes", type=float, default=55.0, help="wall-clock training time (both models in parallel)")
     ap.add_argument("--ocr-minutes", type=float, default=0, help="override --minutes for the OCR")
     ap.add_argument("--det-minutes", type=float, default=0, help="override --minutes for the detector")
     ap.add_argument("--seed", type=int, default=1234)

@@ -289,6 +289,16 @@ def render_us(rng, text, label):
         paste_text(img, b, fn, (sx, cy + ch * 0.55, sw, ch * 0.45), tcol, rng)
     stroke = 1 if rng.random() < 0.15 else 0
     paste_text(img, text, fn, (x0, cy, tw, ch), tcol, rng, stroke=stroke)
+    if " " in text and rng.random() < 0.5:  # emblem / state outline between the groups
+        d = ImageDraw.Draw(img)
+        gx = x0 + tw * (text.index(" ") + 0.5) / len(text)
+        gy = cy + ch / 2
+        r = ch * rng.uniform(0.12, 0.25)
+        col = rand_dark(rng) if rng.random() < 0.5 else tuple(rng.randint(0, 255) for _ in range(3))
+        if rng.random() < 0.5:
+            d.ellipse([gx - r, gy - r, gx + r, gy + r], fill=col)
+        else:
+            d.polygon([(gx, gy - r * 1.3), (gx + r, gy), (gx, gy + r * 1.3), (gx - r, gy)], fill=col)
     # border / frame
     if rng.random() < 0.5:
         d = ImageDraw.Draw(img)
@@ -307,7 +317,8 @@ def render_us(rng, text, label):
 def render_eu(rng, text, label):
     W, H = 260, 56
     yellow = rng.random() < 0.12
-    bg = (245, 200, 20) if yellow else rand_light_bg(rng) if rng.random() < 0.2 else (
+    inverted = rng.random() < 0.08
+    bg = (20, 40, 110) if inverted else (245, 200, 20) if yellow else rand_light_bg(rng) if rng.random() < 0.2 else (
         245 + rng.randint(-15, 10), 245 + rng.randint(-15, 10), 245 + rng.randint(-15, 10))
     img = Image.new("RGB", (W, H), bg)
     d = ImageDraw.Draw(img)
@@ -334,7 +345,7 @@ def render_eu(rng, text, label):
     avail = W - x_start - 6
     tw = min(avail, ch * rng.uniform(0.55, 0.7) * len(text))
     x0 = x_start + (avail - tw) / 2
-    tcol = (15 + rng.randint(0, 25),) * 3
+    tcol = (235, 235, 235) if inverted else (15 + rng.randint(0, 25),) * 3
     paste_text(img, text, fn, (x0, cy, tw, ch), tcol, rng)
     # German-style stickers between groups
     if rng.random() < 0.2 and " " in text:
@@ -428,9 +439,14 @@ def warp_onto(canvas, plate, quad):
 # ---------------------------------------------------------------- degradations (on numpy float grey/RGB)
 
 def plate_effects(img, rng):
-    """Effects applied to the flat plate: dirt, shadow, reflections."""
-    d = ImageDraw.Draw(img, "RGBA")
+    """Effects applied to the flat plate: dirt, shadow, reflections, low contrast."""
     W, H = img.size
+    if rng.random() < 0.2:  # unlit / IR-absorbing / weathered plate: low contrast, darker
+        a = np.asarray(img, np.float32)
+        k = rng.uniform(0.3, 0.8)
+        a = a * k + rng.uniform(0, 1 - k) * 255 * rng.uniform(0.2, 0.8)
+        img = Image.fromarray(np.clip(a, 0, 255).astype(np.uint8), "RGB")
+    d = ImageDraw.Draw(img, "RGBA")
     if rng.random() < 0.3:  # dirt specks / smudges
         for _ in range(rng.randint(3, 30)):
             x, y = rng.uniform(0, W), rng.uniform(0, H)
@@ -605,7 +621,15 @@ def draw_distractor(img, d, rng, W, H):
             d.rectangle([x, y, x + s * rng.uniform(1, 2.5), y + s], fill=c, outline=(240, 240, 240), width=2)
         paste_text(img, "".join(rng.choice(LETTERS + DIGITS) for _ in range(rng.randint(1, 4))),
                    rng.choice(small), (x + s * 0.2, y + s * 0.25, s * 0.6, s * 0.5), (250, 250, 250), rng)
-    elif k < 0.75:  # plain rectangles (plate-like negatives)
+    elif k < 0.62:  # car badges, oval country stickers, logos
+        w = rng.uniform(10, 70)
+        h = w * rng.uniform(0.3, 0.8)
+        x, y = rng.uniform(0, W), rng.uniform(0, H)
+        c1, c2 = rand_color(rng), rand_color(rng)
+        d.ellipse([x, y, x + w, y + h], fill=c1 if rng.random() < 0.7 else None, outline=c2, width=2)
+        t = "".join(rng.choice(LETTERS) for _ in range(rng.randint(1, 4)))
+        paste_text(img, t, rng.choice(small), (x + w * 0.2, y + h * 0.2, w * 0.6, h * 0.6), c2, rng)
+    elif k < 0.8:  # plain rectangles (plate-like negatives)
         w = rng.uniform(15, 150)
         h = w * rng.uniform(0.2, 0.7)
         x, y = rng.uniform(0, W), rng.uniform(0, H)
@@ -689,7 +713,7 @@ def ocr_sample(rng, W=128, H=32, style=None):
     sh = math.exp(rng.gauss(0, 0.12))
     cx, cy = bx + bw / 2 + jx * bw, by + bh / 2 + jy * bh
     w2, h2 = bw * sw * (1 + 2 * m), bh * sh * (1 + 2 * m)
-    if rng.random() < 0.15:  # whole-plate crops as in cropped datasets (loose)
+    if rng.random() < 0.35:  # whole-plate crops as in cropped datasets (loose)
         w2, h2 = bw * rng.uniform(1.0, 1.25), bh * rng.uniform(1.0, 1.4)
         cx, cy = bx + bw / 2, by + bh / 2
     box = (cx - w2 / 2, cy - h2 / 2, cx + w2 / 2, cy + h2 / 2)
@@ -708,7 +732,7 @@ def ocr_sample(rng, W=128, H=32, style=None):
     return a, label
 
 
-def scene_sample(rng, W=320, H=256, max_plates=4, empty_prob=0.1, min_w=16, max_w=260):
+def scene_sample(rng, W=416, H=320, max_plates=4, empty_prob=0.1, min_w=16, max_w=420):
     """A road scene at model-input scale (already resized as the Rust side does).
 
     Returns (float32 [H,W] grey, list of boxes (x, y, w, h) in pixels)."""
@@ -720,9 +744,10 @@ def scene_sample(rng, W=320, H=256, max_plates=4, empty_prob=0.1, min_w=16, max_
         plate, label, style = render_plate(rng)
         plate = plate_effects(plate, rng)
         pw = math.exp(rng.uniform(math.log(min_w), math.log(max_w)))
-        if rng.random() < 0.3:  # favour the small plates of real roadside photos
-            pw = math.exp(rng.uniform(math.log(min_w), math.log(70)))
-        specs.append((plate, pw, rng.uniform(pw * 0.6, W - pw * 0.6), rng.uniform(0, H), rng.random() < 0.75))
+        if rng.random() < 0.35:  # favour the small plates of real roadside photos
+            pw = math.exp(rng.uniform(math.log(min_w), math.log(80)))
+        pw = min(pw, W * 0.9)
+        specs.append((plate, pw, rng.uniform(pw * 0.55, W - pw * 0.55), rng.uniform(0, H), rng.random() < 0.75))
     # vehicles carrying the plates (drawn first, big ones behind)
     for plate, pw, cx, cy, on_car in sorted(specs, key=lambda s: -s[1]):
         if on_car:

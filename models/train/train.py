@@ -21,7 +21,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import synth  # noqa: E402
 from nets import ALPHABET, OCR, SLOTS, Detector  # noqa: E402
 
-DET_TRAIN_H, DET_TRAIN_W = 256, 320
+DET_TRAIN_H, DET_TRAIN_W = 320, 416
 OCR_H, OCR_W = 32, 128
 
 
@@ -118,6 +118,8 @@ def main():
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--batch", type=int, default=0)
+    ap.add_argument("--lr", type=float, default=0)
+    ap.add_argument("--label-smoothing", type=float, default=0.0)
     args = ap.parse_args()
 
     torch.manual_seed(args.seed)
@@ -125,15 +127,16 @@ def main():
     if args.task == "ocr":
         model = OCR()
         data = OcrData(args.seed)
-        bs = args.batch or 64
-        peak = 3e-3
+        bs = args.batch or 32
+        peak = 2e-3
     else:
         model = Detector()
         data = DetData(args.seed + 1)
-        bs = args.batch or 12
+        bs = args.batch or 8
         peak = 2e-3
     loader = DataLoader(data, batch_size=bs, shuffle=False, num_workers=args.workers,
                         persistent_workers=args.workers > 0, prefetch_factor=4 if args.workers else None)
+    peak = args.lr or peak
     opt = torch.optim.AdamW(model.parameters(), lr=peak, weight_decay=1e-4)
     budget = args.minutes * 60.0
     t0 = time.time()
@@ -152,7 +155,7 @@ def main():
         if args.task == "ocr":
             x, y = batch
             out = model(x, raw=True)
-            loss = F.cross_entropy(out.reshape(-1, out.shape[-1]), y.reshape(-1), label_smoothing=0.05)
+            loss = F.cross_entropy(out.reshape(-1, out.shape[-1]), y.reshape(-1), label_smoothing=args.label_smoothing)
             with torch.no_grad():
                 acc = (out.argmax(-1) == y).all(1).float().mean().item()
             acc_ema = acc if acc_ema is None else 0.98 * acc_ema + 0.02 * acc
