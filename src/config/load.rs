@@ -50,9 +50,8 @@ impl Problem {
 
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.line {
-            Some(line) => write!(f, "line {line}: ")?,
-            None => {}
+        if let Some(line) = self.line {
+            write!(f, "line {line}: ")?;
         }
         if !self.key.is_empty() {
             write!(f, "{}: ", self.key)?;
@@ -268,15 +267,17 @@ fn deserialize_all(original: &str, lines: &KeyLines) -> (Option<Config>, Vec<Pro
             .map(|span| locate(doc.as_item(), &span))
             .unwrap_or_default();
         let (key, message) = describe(&path, err.message());
-        let line = lines
-            .line(&key)
-            .or_else(|| {
-                // Unlocatable errors in the untouched text still have a usable line.
-                (text == original)
-                    .then(|| err.span().map(|s| line_of(original, s.start)))
-                    .flatten()
-            });
-        problems.push(Problem::new(key, line, message));
+        let line = lines.line(&key).or_else(|| {
+            // Unlocatable errors in the untouched text still have a usable line.
+            (text == original)
+                .then(|| err.span().map(|s| line_of(original, s.start)))
+                .flatten()
+        });
+        // A key emptied or removed in an earlier round can fail again (now as "missing" or
+        // still the wrong shape); one problem per key is enough.
+        if !problems.iter().any(|p: &Problem| p.key == key) {
+            problems.push(Problem::new(key, line, message));
+        }
 
         // Delete the key; if that was tried and the same place fails again, widen to its
         // parent. Deleting the whole document means no progress is possible.
@@ -313,7 +314,9 @@ fn describe(path: &[Seg], message: &str) -> (String, String) {
     }
     let message = message
         .replace("unknown field", "unknown key")
-        .replace("unknown variant", "unknown value");
+        .replace("unknown variant", "unknown value")
+        // toml's wording when an enum is given a number or array.
+        .replace("wanted string or table", "invalid type: expected a string");
     (key, message)
 }
 
@@ -427,5 +430,9 @@ fn delete_value(v: &mut Value, path: &[Seg]) -> bool {
 /// 1-based line of a byte offset.
 fn line_of(text: &str, offset: usize) -> usize {
     let end = offset.min(text.len());
-    text.as_bytes()[..end].iter().filter(|&&b| b == b'\n').count() + 1
+    text.as_bytes()[..end]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
 }

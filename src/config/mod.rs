@@ -257,9 +257,11 @@ impl Config {
         if !self.device.id.is_empty() {
             return self.device.id.clone();
         }
-        nix::unistd::gethostname()
+        // The kernel's host name, read from /proc rather than nix's gethostname, which needs a
+        // nix feature the crate does not otherwise use; platecam runs on Linux only.
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
             .ok()
-            .and_then(|h| h.into_string().ok())
+            .map(|h| h.trim().to_string())
             .filter(|h| !h.is_empty())
             .unwrap_or_else(|| "platecam".into())
     }
@@ -370,7 +372,9 @@ impl MqttEndpoint {
             return Err(format!("{url:?} has no host"));
         }
         if host.contains(|c: char| c.is_whitespace() || c.is_control()) {
-            return Err(format!("{url:?}: the host contains a space or control character"));
+            return Err(format!(
+                "{url:?}: the host contains a space or control character"
+            ));
         }
         let port = match port {
             None => default_port,

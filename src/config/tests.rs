@@ -45,13 +45,34 @@ fn default_toml_mentions_every_key() {
     };
     collect_keys(&json(&full), &mut keys);
     keys.extend(
-        ["recognition", "detector", "ocr", "min_confidence", "format", "path", "config"]
-            .map(String::from),
+        [
+            "recognition",
+            "detector",
+            "ocr",
+            "min_confidence",
+            "format",
+            "path",
+            "config",
+        ]
+        .map(String::from),
     );
-    keys.extend(["score_threshold", "ca", "cert", "key", "username", "password_file"].map(String::from));
+    keys.extend(
+        [
+            "score_threshold",
+            "ca",
+            "cert",
+            "key",
+            "username",
+            "password_file",
+        ]
+        .map(String::from),
+    );
     let docs = include_str!("../../docs/configuration.md");
     for k in keys {
-        assert!(DEFAULT_TOML.contains(&k), "default.toml does not mention `{k}`");
+        assert!(
+            DEFAULT_TOML.contains(&k),
+            "default.toml does not mention `{k}`"
+        );
         assert!(
             docs.contains(&format!("`{k}`")) || docs.contains(&format!("[{k}]")),
             "docs/configuration.md does not mention `{k}`"
@@ -109,8 +130,14 @@ fn invalid_display_lists_every_problem_one_per_line() {
     let shown = err.to_string();
     let lines: Vec<&str> = shown.lines().collect();
     assert_eq!(lines.len(), 2, "{shown}");
-    assert!(lines[0].starts_with("/etc/p.toml:3: mqtt.keep_alive: "), "{shown}");
-    assert!(lines[1].starts_with("/etc/p.toml:2: mqtt.inflight: "), "{shown}");
+    assert!(
+        lines[0].starts_with("/etc/p.toml:3: mqtt.keep_alive: "),
+        "{shown}"
+    );
+    assert!(
+        lines[1].starts_with("/etc/p.toml:2: mqtt.inflight: "),
+        "{shown}"
+    );
 }
 
 #[test]
@@ -201,7 +228,10 @@ level = "info,platecam=debug"
     );
     assert!(c.cameras[1].repeat);
     let ep = c.mqtt.endpoint().unwrap();
-    assert_eq!((ep.tls, ep.host.as_str(), ep.port), (true, "broker.example.org", 8883));
+    assert_eq!(
+        (ep.tls, ep.host.as_str(), ep.port),
+        (true, "broker.example.org", 8883)
+    );
     assert_eq!(c.mqtt.reconnect_max, Duration::from_secs(90));
     assert_eq!(c.storage.eviction, EvictionPolicy::CropsFirst);
     let ocr = c.recognition.as_ref().and_then(|r| r.ocr.as_ref()).unwrap();
@@ -266,6 +296,8 @@ max_gap = "1.5s"
 #[test]
 fn printed_config_reads_back() {
     let c = Config {
+        // An empty id, written out, is refused ("leave the key out"), so print a set one.
+        device: DeviceConfig { id: "gate".into() },
         cameras: vec![CameraConfig::default()],
         ..Config::default()
     };
@@ -355,7 +387,10 @@ fn semantic_checks_report_key_and_line() {
 #[test]
 fn missing_required_key_is_reported_on_that_key() {
     let ps = problems("[recognition.detector]\nformat = \"platecam\"\n");
-    assert_eq!(keys_lines(&ps), vec![("recognition.detector.path", Some(1))]);
+    assert_eq!(
+        keys_lines(&ps),
+        vec![("recognition.detector.path", Some(1))]
+    );
     let ps = problems("[storage]\neviction = \"newest-first\"\n");
     assert_eq!(keys_lines(&ps), vec![("storage.eviction", Some(2))]);
 }
@@ -373,7 +408,8 @@ fn errors_in_inline_tables_and_dotted_keys_are_located() {
 
 #[test]
 fn run_needs_a_camera() {
-    let loaded = load_text("[mqtt]\nurl = \"mqtt://b\"\n", "r.toml").unwrap_or_else(|e| panic!("{e}"));
+    let loaded =
+        load_text("[mqtt]\nurl = \"mqtt://b\"\n", "r.toml").unwrap_or_else(|e| panic!("{e}"));
     let ps = loaded.check_for_run();
     assert_eq!(keys_lines(&ps), vec![("camera", None)]);
     assert_eq!(check_for_run(&loaded.config).len(), 1);
@@ -395,7 +431,10 @@ fn machine_checks_pass_when_files_exist() {
 
     let text = format!("[storage]\ndir = \"{}\"\n", f.display());
     let loaded = load_text(&text, "m.toml").unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(keys_lines(&loaded.check_machine()), vec![("storage.dir", Some(2))]);
+    assert_eq!(
+        keys_lines(&loaded.check_machine()),
+        vec![("storage.dir", Some(2))]
+    );
 }
 
 #[test]
@@ -407,4 +446,19 @@ fn endpoint_parsing() {
     assert!(p("mqtt://b:0").is_err());
     assert!(p("mqtt://b/topic").is_err());
     assert!(p("tcp://b").is_err());
+}
+
+#[test]
+fn odd_shapes_end_with_problems_not_a_hang() {
+    for text in [
+        "camera = [1, 2]\n",
+        "camera = \"x\"\n",
+        "camera = [[1], {fps = []}]\n",
+        "[location]\nheading = 3.0\n",
+        "[mqtt]\nurl = 1\nprefix = []\ninflight = -1\nkeep_alive = {a = 1}\n",
+        "recognition = { detector = { format = 1, path = 2, x = 3 } }\n",
+    ] {
+        let ps = problems(text);
+        assert!(!ps.is_empty() && ps.len() < 10, "{text}: {ps:#?}");
+    }
 }

@@ -85,7 +85,7 @@ pub mod bytes {
             ("MiB", bytesize::MIB),
             ("KiB", bytesize::KIB),
         ] {
-            if n >= size && n % size == 0 {
+            if n >= size && n.is_multiple_of(size) {
                 return format!("{} {unit}", n / size);
             }
         }

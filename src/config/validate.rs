@@ -77,10 +77,15 @@ pub(super) fn static_checks(c: &Config, lines: &KeyLines) -> Vec<Problem> {
         } else if let Some(e) = topic_level_error(&cam.name) {
             bad(&k("name"), e);
         } else if let Some(first) = seen.insert(&cam.name, i) {
-            bad(
-                &k("name"),
-                format!("{:?} is already the name of camera[{first}]", cam.name),
-            );
+            let msg = if lines.contains(&k("name")) {
+                format!("{:?} is already the name of camera[{first}]", cam.name)
+            } else {
+                format!(
+                    "not set, so it defaults to {:?}, which camera[{first}] already has; give each camera a name",
+                    cam.name
+                )
+            };
+            bad(&k("name"), msg);
         }
         if let Err(e) = SourceSpec::parse(&cam.source) {
             bad(&k("source"), e);
@@ -132,7 +137,10 @@ pub(super) fn static_checks(c: &Config, lines: &KeyLines) -> Vec<Problem> {
     {
         bad(
             "mqtt.prefix",
-            format!("{:?} contains {c:?}, which is not allowed in an MQTT topic we publish to", m.prefix),
+            format!(
+                "{:?} contains {c:?}, which is not allowed in an MQTT topic we publish to",
+                m.prefix
+            ),
         );
     }
     if m.client_id.chars().any(char::is_control) {
@@ -151,7 +159,10 @@ pub(super) fn static_checks(c: &Config, lines: &KeyLines) -> Vec<Problem> {
     // rumqttc asserts on an in-flight limit of 0; more than 100 unacknowledged reads only grows
     // what is resent after a reconnect.
     if !(1..=100).contains(&m.inflight) {
-        bad("mqtt.inflight", format!("{} is outside 1..=100", m.inflight));
+        bad(
+            "mqtt.inflight",
+            format!("{} is outside 1..=100", m.inflight),
+        );
     }
     if m.health_interval < Duration::from_secs(1) {
         bad("mqtt.health_interval", "must be at least 1s".into());
@@ -232,7 +243,10 @@ pub(super) fn static_checks(c: &Config, lines: &KeyLines) -> Vec<Problem> {
         }
         if let Some(v) = r.min_confidence {
             if !(0.0..=1.0).contains(&v) {
-                bad("recognition.min_confidence", format!("{v} is outside 0..=1"));
+                bad(
+                    "recognition.min_confidence",
+                    format!("{v} is outside 0..=1"),
+                );
             }
         }
     }
@@ -240,7 +254,10 @@ pub(super) fn static_checks(c: &Config, lines: &KeyLines) -> Vec<Problem> {
     // tracking
     let t = &c.tracking;
     if !(t.iou_match > 0.0 && t.iou_match <= 1.0) {
-        bad("tracking.iou_match", format!("{} is outside (0, 1]", t.iou_match));
+        bad(
+            "tracking.iou_match",
+            format!("{} is outside (0, 1]", t.iou_match),
+        );
     }
     if t.max_gap.is_zero() {
         bad("tracking.max_gap", "must be more than 0s".into());
@@ -249,7 +266,10 @@ pub(super) fn static_checks(c: &Config, lines: &KeyLines) -> Vec<Problem> {
         bad("tracking.min_frames", "must be at least 1".into());
     }
     if !(1..=20).contains(&t.candidates) {
-        bad("tracking.candidates", format!("{} is outside 1..=20", t.candidates));
+        bad(
+            "tracking.candidates",
+            format!("{} is outside 1..=20", t.candidates),
+        );
     }
 
     // location
@@ -262,7 +282,10 @@ pub(super) fn static_checks(c: &Config, lines: &KeyLines) -> Vec<Problem> {
         }
         if let Some(h) = l.heading {
             if !(0.0..360.0).contains(&h) {
-                bad("location.heading", format!("{h} is outside 0..360 (degrees)"));
+                bad(
+                    "location.heading",
+                    format!("{h} is outside 0..360 (degrees)"),
+                );
             }
         }
     }
