@@ -17,7 +17,7 @@ mod queue;
 mod replay;
 mod v4l2;
 
-pub use queue::{FrameQueue, Popped, PushError};
+pub use queue::{FrameQueue, Pop, PushError};
 pub use replay::ReplaySource;
 pub use v4l2::{list_devices, DeviceInfo, FormatInfo, FrameSizeInfo, V4l2Source};
 
@@ -53,12 +53,6 @@ pub enum CaptureError {
         path: PathBuf,
         #[source]
         source: std::io::Error,
-    },
-    #[error("{path}: cannot decode image: {source}")]
-    Image {
-        path: PathBuf,
-        #[source]
-        source: image::ImageError,
     },
     #[error("{path}: no .jpg, .jpeg or .png photos in this folder")]
     EmptyReplay { path: PathBuf },
@@ -386,13 +380,13 @@ mod tests {
         let mut seqs = Vec::new();
         loop {
             match queue.pop(Duration::from_secs(10)) {
-                Popped::Frame(f) => {
+                Pop::Frame(f) => {
                     assert_eq!(f.camera, "e2e");
                     seqs.push(f.seq);
                     std::thread::sleep(Duration::from_millis(2));
                 }
-                Popped::Closed => break,
-                Popped::TimedOut => panic!("replay stalled"),
+                Pop::Closed => break,
+                Pop::Timeout => panic!("replay stalled"),
             }
         }
         assert!(handle.join().is_ok());
@@ -455,7 +449,7 @@ mod tests {
         );
         cancel.cancel();
         assert!(handle.join().is_ok());
-        assert!(matches!(queue.pop(Duration::ZERO), Popped::Closed));
+        assert!(matches!(queue.pop(Duration::ZERO), Pop::Closed));
         assert_eq!(
             *metrics.state.lock().unwrap_or_else(|e| e.into_inner()),
             "ended"

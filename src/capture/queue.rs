@@ -34,10 +34,10 @@ pub enum PushError {
 }
 
 /// What `pop` found.
-pub enum Popped {
+pub enum Pop {
     Frame(Frame),
     /// Nothing arrived within the timeout; the queue is still open.
-    TimedOut,
+    Timeout,
     /// Closed and drained: no frame will ever come.
     Closed,
 }
@@ -108,21 +108,21 @@ impl FrameQueue {
     }
 
     /// Waits up to `timeout` for a frame. After `close`, queued frames are still delivered first.
-    pub fn pop(&self, timeout: Duration) -> Popped {
+    pub fn pop(&self, timeout: Duration) -> Pop {
         let deadline = Instant::now() + timeout;
         let mut st = self.lock();
         loop {
             if let Some(frame) = st.frames.pop_front() {
                 drop(st);
                 self.not_full.notify_one();
-                return Popped::Frame(frame);
+                return Pop::Frame(frame);
             }
             if st.closed {
-                return Popped::Closed;
+                return Pop::Closed;
             }
             let now = Instant::now();
             if now >= deadline {
-                return Popped::TimedOut;
+                return Pop::Timeout;
             }
             st = self
                 .not_empty
@@ -173,8 +173,8 @@ mod tests {
 
     fn pop_seq(q: &FrameQueue) -> Option<u64> {
         match q.pop(Duration::from_millis(10)) {
-            Popped::Frame(f) => Some(f.seq),
-            Popped::TimedOut | Popped::Closed => None,
+            Pop::Frame(f) => Some(f.seq),
+            Pop::Timeout | Pop::Closed => None,
         }
     }
 
@@ -188,7 +188,7 @@ mod tests {
         assert_eq!(q.len(), 2);
         assert_eq!(pop_seq(&q), Some(1));
         assert_eq!(pop_seq(&q), Some(2));
-        assert!(matches!(q.pop(Duration::from_millis(5)), Popped::TimedOut));
+        assert!(matches!(q.pop(Duration::from_millis(5)), Pop::Timeout));
     }
 
     #[test]
@@ -233,7 +233,7 @@ mod tests {
             "blocked producer saw Closed"
         );
         assert_eq!(pop_seq(&q), Some(7));
-        assert!(matches!(q.pop(Duration::from_secs(10)), Popped::Closed));
+        assert!(matches!(q.pop(Duration::from_secs(10)), Pop::Closed));
         assert_eq!(q.push(frame(9)).map(|f| f.seq), Some(9));
     }
 
@@ -247,7 +247,7 @@ mod tests {
                 q.push(frame(3)).is_none()
             })
         };
-        assert!(matches!(q.pop(Duration::from_secs(10)), Popped::Frame(f) if f.seq == 3));
+        assert!(matches!(q.pop(Duration::from_secs(10)), Pop::Frame(f) if f.seq == 3));
         assert!(producer.join().unwrap_or(false));
     }
 }

@@ -5,7 +5,7 @@
 //! (start + seq / fps), so tracking gives the same result however slow inference is.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -300,7 +300,10 @@ impl Y4m {
         }
         let (mut width, mut height, mut chroma) = (0u32, 0u32, Chroma::C420);
         for field in fields.filter(|f| !f.is_empty()) {
-            let (tag, value) = field.split_at(1);
+            // Each field is a one-letter tag and its value; `split_at_checked` refuses non-ASCII.
+            let Some((tag, value)) = field.split_at_checked(1) else {
+                return Err(bad(format!("bad header field {field:?}")));
+            };
             match tag {
                 "W" => {
                     width = value
@@ -354,9 +357,8 @@ impl Y4m {
         };
         let mut line = read_line(&mut self.reader).map_err(|e| bad(&self.path, e))?;
         if line.is_none() && repeat {
-            use std::io::Seek;
             self.reader
-                .seek(std::io::SeekFrom::Start(self.data_start))
+                .seek(SeekFrom::Start(self.data_start))
                 .map_err(|e| bad(&self.path, format!("rewinding: {e}")))?;
             line = read_line(&mut self.reader).map_err(|e| bad(&self.path, e))?;
         }
@@ -576,7 +578,7 @@ mod tests {
     /// A 4x2 Y4M with two frames: left half one colour, right half another.
     fn write_y4m(path: &Path, chroma: &str) {
         let mut f = File::create(path).expect("create");
-        write!(f, "YUV4MPEG2 W4 H2 F25:1 Ip A1:1 {chroma} XYSCSS=420JPEG\n").expect("write");
+        writeln!(f, "YUV4MPEG2 W4 H2 F25:1 Ip A1:1 {chroma} XYSCSS=420JPEG").expect("write");
         for frame in 0..2u8 {
             f.write_all(b"FRAME\n").expect("write");
             let y = 100 + frame * 50;

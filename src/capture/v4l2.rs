@@ -56,7 +56,7 @@ impl V4l2Source {
         let device = path.display().to_string();
         let dev_err = |op: &'static str| {
             let device = device.clone();
-            move |source| CaptureError::Device { device, op, source }
+            move |source: std::io::Error| CaptureError::Device { device, op, source }
         };
         let dev = Device::with_path(path).map_err(dev_err("open"))?;
         let caps = dev.query_caps().map_err(dev_err("VIDIOC_QUERYCAP"))?;
