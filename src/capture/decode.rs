@@ -56,7 +56,7 @@ pub fn yuyv_to_rgb(
     height: u32,
     stride: usize,
 ) -> Result<RgbImage, CaptureError> {
-    if width % 2 != 0 {
+    if !width.is_multiple_of(2) {
         return Err(CaptureError::Decode {
             format: "YUYV",
             reason: format!("odd width {width}"),

@@ -175,7 +175,8 @@ impl Photos {
     fn new(files: Vec<PathBuf>, cfg: &CameraConfig) -> Photos {
         Photos {
             files,
-            hold: cfg.hold_frames,
+            // A photo held for zero frames would never be seen (and a looping replay would spin).
+            hold: cfg.hold_frames.max(1),
             gap: cfg.gap_frames,
             next: 0,
             current: None,
@@ -554,6 +555,22 @@ mod tests {
         c.repeat = true;
         let mut src = ReplaySource::open(dir.path(), &c).expect("opens");
         assert!(src.next_frame().expect("no error").is_none());
+    }
+
+    #[test]
+    fn zero_hold_still_shows_each_photo_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("p.png");
+        RgbImage::from_pixel(2, 2, image::Rgb([9, 9, 9]))
+            .save(&path)
+            .expect("save");
+        let mut c = cfg(&path, 0, 0, 0);
+        c.repeat = true;
+        let mut src = ReplaySource::open(&path, &c).expect("opens");
+        for _ in 0..3 {
+            let f = src.next_frame().ok().flatten().expect("frame");
+            assert_eq!(f.image.get_pixel(0, 0).0, [9, 9, 9]);
+        }
     }
 
     #[test]
