@@ -341,6 +341,18 @@ mod tests {
         );
     }
 
+    /// Waits (up to 10 s, so a loaded machine does not fail the test) for `cond` to hold.
+    fn eventually(cond: impl Fn() -> bool) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if cond() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        false
+    }
+
     fn replay_cfg(dir: &std::path::Path, repeat: bool) -> CameraConfig {
         CameraConfig {
             name: "e2e".into(),
@@ -417,8 +429,7 @@ mod tests {
         )
         .expect("spawn");
         // Nobody pops: the thread fills the queue, then blocks in push_blocking.
-        std::thread::sleep(Duration::from_millis(100));
-        assert_eq!(queue.len(), 2);
+        assert!(eventually(|| queue.len() == 2), "queue filled");
         let started = Instant::now();
         cancel.cancel();
         assert!(handle.join().is_ok());
@@ -438,10 +449,11 @@ mod tests {
         let cancel = CancellationToken::new();
         let handle =
             spawn_capture(cfg, queue.clone(), metrics.clone(), cancel.clone()).expect("spawn");
-        std::thread::sleep(Duration::from_millis(200));
-        assert_eq!(
-            *metrics.state.lock().unwrap_or_else(|e| e.into_inner()),
-            "reconnecting"
+        assert!(
+            eventually(
+                || *metrics.state.lock().unwrap_or_else(|e| e.into_inner()) == "reconnecting"
+            ),
+            "state becomes reconnecting"
         );
         assert!(
             !handle.is_finished(),

@@ -199,6 +199,7 @@ mod tests {
             Err(PushError::Full(f)) => f,
             _ => panic!("expected Full"),
         };
+        let started = Instant::now();
         let consumer = {
             let q = q.clone();
             std::thread::spawn(move || {
@@ -206,9 +207,9 @@ mod tests {
                 pop_seq(&q)
             })
         };
-        let started = Instant::now();
         assert!(q.push_blocking(back, Duration::from_secs(5)).is_ok());
-        assert!(started.elapsed() >= Duration::from_millis(30));
+        // Room appears only once the consumer has slept and popped.
+        assert!(started.elapsed() >= Duration::from_millis(50));
         assert_eq!(consumer.join().ok().flatten(), Some(0));
         assert_eq!(pop_seq(&q), Some(1));
     }
