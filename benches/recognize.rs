@@ -26,14 +26,21 @@ fn model(format: ModelFormat, path: &Path) -> Option<ModelConfig> {
 
 fn bench(c: &mut Criterion) {
     let photo = image::open(PHOTO).expect("benchmark photo").to_rgb8();
-    let frames = [(1280u32, 720u32), (1920, 1080)]
-        .map(|(w, h)| (format!("{w}x{h}"), image::imageops::resize(&photo, w, h, FilterType::Triangle)));
+    let frames = [(1280u32, 720u32), (1920, 1080)].map(|(w, h)| {
+        (
+            format!("{w}x{h}"),
+            image::imageops::resize(&photo, w, h, FilterType::Triangle),
+        )
+    });
 
     let r = Path::new(REFERENCE);
     let mut setups = vec![(
         "reference",
         RecognitionConfig {
-            detector: model(ModelFormat::YoloEnd2end, &r.join("yolo-v9-t-416-license-plates-end2end1.onnx")),
+            detector: model(
+                ModelFormat::YoloEnd2end,
+                &r.join("yolo-v9-t-416-license-plates-end2end1.onnx"),
+            ),
             ocr: model(ModelFormat::FastPlateOcr, &r.join("cct_xs_v1_global.onnx")),
             min_confidence: None,
         },
@@ -41,21 +48,24 @@ fn bench(c: &mut Criterion) {
     // Our own models from the default search ($PLATECAM_MODELS first, then the checkout's models/).
     match platecam::recognize::default_manifest_path() {
         Ok(manifest) => {
-        let own = model(ModelFormat::Platecam, &manifest);
-        setups.push((
-            "platecam",
-            RecognitionConfig {
-                detector: own.clone(),
-                ocr: own,
-                min_confidence: None,
-            },
-        ));
+            let own = model(ModelFormat::Platecam, &manifest);
+            setups.push((
+                "platecam",
+                RecognitionConfig {
+                    detector: own.clone(),
+                    ocr: own,
+                    min_confidence: None,
+                },
+            ));
         }
         Err(e) => println!("note: {e}; benchmarking the reference models only"),
     }
 
     let mut group = c.benchmark_group("recognize");
-    group.sample_size(10).measurement_time(Duration::from_secs(5)).warm_up_time(Duration::from_secs(1));
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(5))
+        .warm_up_time(Duration::from_secs(1));
     for (name, cfg) in &setups {
         let rec = match Recognizer::from_config(Some(cfg)) {
             Ok(rec) => rec,

@@ -57,7 +57,11 @@ fn reference_models_read_eu_benchmark_photos() {
     // Every third photo keeps the test near a minute on a loaded 2-core machine; the subset is
     // fixed by position, not chosen by result.
     let subset: Vec<_> = truth.iter().step_by(3).collect();
-    assert!(subset.len() >= 20, "expected at least 20 photos, got {}", subset.len());
+    assert!(
+        subset.len() >= 20,
+        "expected at least 20 photos, got {}",
+        subset.len()
+    );
     let mut read = 0;
     for (photo, plate) in &subset {
         let img = image::open(photo).expect("photo decodes").to_rgb8();
@@ -84,7 +88,10 @@ fn reference_ocr_reads_a_crop_and_models_report_hashes() {
     let img = image::open(photo).expect("photo").to_rgb8();
     let (dets, timings) = rec.recognize(&img).expect("recognize");
     assert!(timings.total_ms >= timings.detect_ms);
-    let d = dets.iter().find(|d| normalise(&d.text.text) == *plate).expect("plate found");
+    let d = dets
+        .iter()
+        .find(|d| normalise(&d.text.text) == *plate)
+        .expect("plate found");
     // The stored crop read again on its own gives the same text.
     let again = rec.read_plate(&d.crop).expect("read_plate");
     assert_eq!(normalise(&again.text), *plate);

@@ -31,7 +31,10 @@ pub struct Detector {
 }
 
 impl Detector {
-    pub fn platecam(m: &Manifest, score_threshold: Option<f32>) -> Result<Detector, RecognizeError> {
+    pub fn platecam(
+        m: &Manifest,
+        score_threshold: Option<f32>,
+    ) -> Result<Detector, RecognizeError> {
         let d = &m.detector;
         let target = Target {
             width: d.input.width,
@@ -55,7 +58,10 @@ impl Detector {
     }
 
     /// YOLO end2end at 416x416, letterboxed centred with grey 114 as in its training.
-    pub fn yolo_end2end(path: &Path, score_threshold: Option<f32>) -> Result<Detector, RecognizeError> {
+    pub fn yolo_end2end(
+        path: &Path,
+        score_threshold: Option<f32>,
+    ) -> Result<Detector, RecognizeError> {
         let target = Target {
             width: 416,
             height: 416,
@@ -104,7 +110,9 @@ impl Detector {
             outputs = self.model.run(Input::F32(&buf))?;
         }
         let (fw, fh) = (img.width() as f32, img.height() as f32);
-        let first = outputs.first().ok_or_else(|| self.shape_err("an output", "none"))?;
+        let first = outputs
+            .first()
+            .ok_or_else(|| self.shape_err("an output", "none"))?;
         let boxes = match self.decoder {
             Decoder::Grid { stride, nms_iou } => {
                 let (gh, gw) = (
@@ -112,15 +120,24 @@ impl Detector {
                     self.target.width / stride as usize,
                 );
                 if first.shape != [1, 5, gh, gw] {
-                    return Err(self.shape_err(&format!("[1, 5, {gh}, {gw}]"), &format!("{:?}", first.shape)));
+                    return Err(self.shape_err(
+                        &format!("[1, 5, {gh}, {gw}]"),
+                        &format!("{:?}", first.shape),
+                    ));
                 }
                 let raw = decode_grid(&first.data, gw, gh, stride as f32, self.score_threshold);
-                let boxes = raw.into_iter().map(|b| unplace(b, &placement, fw, fh)).collect();
+                let boxes = raw
+                    .into_iter()
+                    .map(|b| unplace(b, &placement, fw, fh))
+                    .collect();
                 nms(boxes, nms_iou)
             }
             Decoder::YoloEnd2end => self.decode_yolo(first, &placement, fw, fh)?,
         };
-        Ok(boxes.into_iter().filter(|b| b.w >= 1.0 && b.h >= 1.0).collect())
+        Ok(boxes
+            .into_iter()
+            .filter(|b| b.w >= 1.0 && b.h >= 1.0)
+            .collect())
     }
 
     fn decode_yolo(
@@ -181,7 +198,13 @@ fn unplace(b: PlateBox, p: &Placement, fw: f32, fh: f32) -> PlateBox {
 /// Decodes our grid output (`data` = [5, gh, gw]) into boxes in model-input pixels.
 /// A cell counts when its probability reaches `threshold` and is the maximum of its 3x3
 /// neighbourhood, so one plate spanning neighbouring cells gives one box.
-pub fn decode_grid(data: &[f32], gw: usize, gh: usize, stride: f32, threshold: f32) -> Vec<PlateBox> {
+pub fn decode_grid(
+    data: &[f32],
+    gw: usize,
+    gh: usize,
+    stride: f32,
+    threshold: f32,
+) -> Vec<PlateBox> {
     let plane = gw * gh;
     let at = |c: usize, y: usize, x: usize| data[c * plane + y * gw + x];
     let mut boxes = Vec::new();
@@ -242,7 +265,12 @@ mod tests {
     use super::*;
 
     /// A [5, gh, gw] map with plates at the given (gx, gy, p, dx, dy, w, h) cells.
-    fn grid(gw: usize, gh: usize, stride: f32, plates: &[(usize, usize, f32, f32, f32, f32, f32)]) -> Vec<f32> {
+    fn grid(
+        gw: usize,
+        gh: usize,
+        stride: f32,
+        plates: &[(usize, usize, f32, f32, f32, f32, f32)],
+    ) -> Vec<f32> {
         let plane = gw * gh;
         let mut d = vec![0.0; 5 * plane];
         for &(gx, gy, p, dx, dy, w, h) in plates {

@@ -126,7 +126,10 @@ impl OnnxModel {
             Input::U8(d) => Tensor::from_shape(&self.input_shape, d),
         }
         .map_err(model_err)?;
-        let outputs = self.plan.run(tvec!(tensor.into_tvalue())).map_err(model_err)?;
+        let outputs = self
+            .plan
+            .run(tvec!(tensor.into_tvalue()))
+            .map_err(model_err)?;
         outputs
             .iter()
             .map(|t| {

@@ -79,7 +79,9 @@ impl Manifest {
             }
         }
         let stride = m.detector.stride as usize;
-        if stride == 0 || m.detector.input.width % stride != 0 || m.detector.input.height % stride != 0
+        if stride == 0
+            || m.detector.input.width % stride != 0
+            || m.detector.input.height % stride != 0
         {
             return Err(bad(
                 "detector.stride",
@@ -97,7 +99,11 @@ impl Manifest {
 
     /// The detector file, after checking its sha256 against the manifest.
     pub fn detector_path(&self) -> Result<PathBuf, RecognizeError> {
-        self.verified("detector.sha256", &self.detector.file, &self.detector.sha256)
+        self.verified(
+            "detector.sha256",
+            &self.detector.file,
+            &self.detector.sha256,
+        )
     }
 
     /// The OCR file, after checking its sha256 against the manifest.
@@ -158,7 +164,10 @@ impl PlateConfig {
             return Err(bad("pad_char", "not in the alphabet"));
         }
         if c.max_plate_slots == 0 || c.img_height == 0 || c.img_width == 0 {
-            return Err(bad("max_plate_slots/img_height/img_width", "must be positive"));
+            return Err(bad(
+                "max_plate_slots/img_height/img_width",
+                "must be positive",
+            ));
         }
         if c.channels().is_none() {
             return Err(bad("image_color_mode", "expected 'rgb' or 'grayscale'"));

@@ -112,9 +112,7 @@ impl Recognizer {
             None => Ocr::platecam(&default_manifest()?)?,
             Some(mc) => match mc.format {
                 ModelFormat::Platecam => Ocr::platecam(&Manifest::load(&mc.path)?)?,
-                ModelFormat::FastPlateOcr => {
-                    Ocr::fast_plate_ocr(&mc.path, &plate_config_path(mc))?
-                }
+                ModelFormat::FastPlateOcr => Ocr::fast_plate_ocr(&mc.path, &plate_config_path(mc))?,
                 ModelFormat::YoloEnd2end => {
                     return Err(RecognizeError::Config {
                         key: "recognition.ocr.format",
@@ -136,14 +134,9 @@ impl Recognizer {
             .map(|bbox| {
                 let r = self.ocr.crop_rect(&bbox, img.width(), img.height());
                 let text = self.ocr.read(img, r)?;
-                let crop = image::imageops::crop_imm(
-                    img,
-                    r.x as u32,
-                    r.y as u32,
-                    r.w as u32,
-                    r.h as u32,
-                )
-                .to_image();
+                let crop =
+                    image::imageops::crop_imm(img, r.x as u32, r.y as u32, r.w as u32, r.h as u32)
+                        .to_image();
                 Ok(Detection { bbox, text, crop })
             })
             .collect::<Result<Vec<_>, RecognizeError>>()?;
@@ -183,7 +176,10 @@ pub fn manifest_search_paths() -> Vec<PathBuf> {
     if let Some(dir) = std::env::var_os("PLATECAM_MODELS") {
         paths.push(Path::new(&dir).join("manifest.json"));
     }
-    if let Some(bin_dir) = std::env::current_exe().ok().and_then(|e| e.parent().map(Path::to_path_buf)) {
+    if let Some(bin_dir) = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(Path::to_path_buf))
+    {
         paths.push(bin_dir.join("../share/platecam/models/manifest.json"));
     }
     paths.push("/usr/share/platecam/models/manifest.json".into());

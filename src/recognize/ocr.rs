@@ -112,14 +112,16 @@ impl Ocr {
         };
         let want = [1, self.slots, self.alphabet.len()];
         // fast-plate-ocr v2 has a second output (`region`): take the one shaped like plates.
-        let out = outputs.iter().find(|o| o.shape == want).ok_or_else(|| {
-            RecognizeError::Shape {
-                path: self.model.path().to_path_buf(),
-                what: "OCR output",
-                expected: format!("{want:?}"),
-                actual: format!("{:?}", outputs.iter().map(|o| &o.shape).collect::<Vec<_>>()),
-            }
-        })?;
+        let out =
+            outputs
+                .iter()
+                .find(|o| o.shape == want)
+                .ok_or_else(|| RecognizeError::Shape {
+                    path: self.model.path().to_path_buf(),
+                    what: "OCR output",
+                    expected: format!("{want:?}"),
+                    actual: format!("{:?}", outputs.iter().map(|o| &o.shape).collect::<Vec<_>>()),
+                })?;
         let slots = out
             .data
             .chunks_exact(self.alphabet.len())
@@ -175,7 +177,11 @@ mod tests {
     fn decode_drops_pad_and_averages_kept() {
         let alphabet: Arc<[char]> = "AB_".chars().collect();
         let t = decode_slots(
-            vec![vec![0.8, 0.1, 0.1], vec![0.1, 0.6, 0.3], vec![0.0, 0.1, 0.9]],
+            vec![
+                vec![0.8, 0.1, 0.1],
+                vec![0.1, 0.6, 0.3],
+                vec![0.0, 0.1, 0.9],
+            ],
             alphabet,
             '_',
         );

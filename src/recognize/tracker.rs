@@ -71,9 +71,8 @@ impl Tracker {
         detections: Vec<Detection>,
     ) -> Vec<PlateRead> {
         let max_gap = self.cfg.max_gap;
-        let (ended, open): (Vec<Track>, Vec<Track>) = std::mem::take(&mut self.tracks)
-            .into_iter()
-            .partition(|t| {
+        let (ended, open): (Vec<Track>, Vec<Track>) =
+            std::mem::take(&mut self.tracks).into_iter().partition(|t| {
                 captured_at
                     .duration_since(t.last_seen)
                     .is_ok_and(|gap| gap > max_gap)
@@ -215,7 +214,9 @@ impl Track {
             .iter()
             .map(|v| {
                 let sum: f32 = v.iter().sum();
-                v.iter().map(|p| if sum > 0.0 { p / sum } else { 0.0 }).collect()
+                v.iter()
+                    .map(|p| if sum > 0.0 { p / sum } else { 0.0 })
+                    .collect()
             })
             .collect();
         let chars: Vec<CharProb> = slots
@@ -326,7 +327,10 @@ mod tests {
             .iter()
             .map(|c| {
                 let rest = (1.0 - p) / (alphabet.len() - 1) as f32;
-                alphabet.iter().map(|a| if a == c { p } else { rest }).collect()
+                alphabet
+                    .iter()
+                    .map(|a| if a == c { p } else { rest })
+                    .collect()
             })
             .collect();
         Detection {
@@ -356,7 +360,13 @@ mod tests {
         let texts = ["AB123CD", "AB123CD", "A8I23C", "AB123CD", "AB123CD"];
         for (i, text) in texts.iter().enumerate() {
             let p = if i == 2 { 0.95 } else { 0.7 };
-            let reads = t.push("cam", at(i as u64 * 100), 1920, 1080, vec![det(text, p, 500.0 + 20.0 * i as f32, 100.0)]);
+            let reads = t.push(
+                "cam",
+                at(i as u64 * 100),
+                1920,
+                1080,
+                vec![det(text, p, 500.0 + 20.0 * i as f32, 100.0)],
+            );
             assert!(reads.is_empty());
         }
         let reads = t.flush();
@@ -367,7 +377,10 @@ mod tests {
         assert_eq!(r.candidates[0].plate, "AB123CD");
         assert_eq!(r.candidates[0].confidence, r.confidence);
         assert!(r.candidates.len() > 1 && r.candidates.len() <= 5);
-        assert!(r.candidates.windows(2).all(|w| w[0].confidence >= w[1].confidence));
+        assert!(r
+            .candidates
+            .windows(2)
+            .all(|w| w[0].confidence >= w[1].confidence));
         assert_eq!(r.chars.len(), 7);
         // The crop time is that of the most confident frame (the noisy one, p = 0.95).
         assert_eq!(r.captured_at, at(200));
@@ -379,7 +392,16 @@ mod tests {
         let mut t = tracker();
         for i in 0..4u64 {
             let dx = 15.0 * i as f32;
-            t.push("cam", at(i * 100), 1920, 1080, vec![det("AAA111", 0.9, 100.0 + dx, 100.0), det("BBB222", 0.9, 1200.0 - dx, 100.0)]);
+            t.push(
+                "cam",
+                at(i * 100),
+                1920,
+                1080,
+                vec![
+                    det("AAA111", 0.9, 100.0 + dx, 100.0),
+                    det("BBB222", 0.9, 1200.0 - dx, 100.0),
+                ],
+            );
         }
         let mut plates: Vec<String> = t.flush().into_iter().map(|r| r.plate).collect();
         plates.sort();
@@ -389,11 +411,33 @@ mod tests {
     #[test]
     fn a_gap_ends_the_track() {
         let mut t = tracker();
-        assert!(t.push("cam", at(0), 1920, 1080, vec![det("AAA111", 0.9, 100.0, 100.0)]).is_empty());
-        assert!(t.push("cam", at(100), 1920, 1080, vec![det("AAA111", 0.9, 110.0, 100.0)]).is_empty());
+        assert!(t
+            .push(
+                "cam",
+                at(0),
+                1920,
+                1080,
+                vec![det("AAA111", 0.9, 100.0, 100.0)]
+            )
+            .is_empty());
+        assert!(t
+            .push(
+                "cam",
+                at(100),
+                1920,
+                1080,
+                vec![det("AAA111", 0.9, 110.0, 100.0)]
+            )
+            .is_empty());
         // Within max_gap (700 ms): nothing yet.
         assert!(t.push("cam", at(700), 1920, 1080, vec![]).is_empty());
-        let reads = t.push("cam", at(900), 1920, 1080, vec![det("CCC333", 0.9, 110.0, 100.0)]);
+        let reads = t.push(
+            "cam",
+            at(900),
+            1920,
+            1080,
+            vec![det("CCC333", 0.9, 110.0, 100.0)],
+        );
         assert_eq!(reads.len(), 1);
         assert_eq!(reads[0].plate, "AAA111");
         assert_eq!(reads[0].frames_seen, 2);
@@ -407,11 +451,20 @@ mod tests {
         let run = |widths: &[f32]| {
             let mut t = tracker();
             for (i, w) in widths.iter().enumerate() {
-                t.push("cam", at(i as u64 * 100), 1920, 1080, vec![det("AAA111", 0.9, 500.0, *w)]);
+                t.push(
+                    "cam",
+                    at(i as u64 * 100),
+                    1920,
+                    1080,
+                    vec![det("AAA111", 0.9, 500.0, *w)],
+                );
             }
             t.flush()[0].direction
         };
-        assert_eq!(run(&[80.0, 90.0, 100.0, 110.0, 120.0]), Direction::Approaching);
+        assert_eq!(
+            run(&[80.0, 90.0, 100.0, 110.0, 120.0]),
+            Direction::Approaching
+        );
         assert_eq!(run(&[120.0, 110.0, 100.0, 90.0]), Direction::Receding);
         assert_eq!(run(&[100.0, 101.0, 99.0, 100.0]), Direction::Stationary);
         assert_eq!(run(&[100.0]), Direction::Unknown);
@@ -424,10 +477,22 @@ mod tests {
             ..TrackingConfig::default()
         };
         let mut t = Tracker::new(cfg, None);
-        t.push("cam", at(0), 1920, 1080, vec![det("AAA111", 0.9, 100.0, 100.0)]);
+        t.push(
+            "cam",
+            at(0),
+            1920,
+            1080,
+            vec![det("AAA111", 0.9, 100.0, 100.0)],
+        );
         assert!(t.flush().is_empty());
         let mut t = Tracker::new(TrackingConfig::default(), Some(0.95));
-        t.push("cam", at(0), 1920, 1080, vec![det("AAA111", 0.9, 100.0, 100.0)]);
+        t.push(
+            "cam",
+            at(0),
+            1920,
+            1080,
+            vec![det("AAA111", 0.9, 100.0, 100.0)],
+        );
         assert!(t.flush().is_empty());
         let mut t = tracker();
         t.push("cam", at(0), 1920, 1080, vec![det("", 0.9, 100.0, 100.0)]);
