@@ -182,8 +182,8 @@ impl Detector {
 
 /// Model-input box -> frame box, clipped to the frame.
 fn unplace(b: PlateBox, p: &Placement, fw: f32, fh: f32) -> PlateBox {
-    let (x0, y0) = p.to_source(b.x, b.y);
-    let (x1, y1) = p.to_source(b.x + b.w, b.y + b.h);
+    let (x0, y0) = p.source_point(b.x, b.y);
+    let (x1, y1) = p.source_point(b.x + b.w, b.y + b.h);
     let (x0, y0) = (x0.clamp(0.0, fw), y0.clamp(0.0, fh));
     let (x1, y1) = (x1.clamp(0.0, fw), y1.clamp(0.0, fh));
     PlateBox {

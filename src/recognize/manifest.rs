@@ -80,8 +80,8 @@ impl Manifest {
         }
         let stride = m.detector.stride as usize;
         if stride == 0
-            || m.detector.input.width % stride != 0
-            || m.detector.input.height % stride != 0
+            || !m.detector.input.width.is_multiple_of(stride)
+            || !m.detector.input.height.is_multiple_of(stride)
         {
             return Err(bad(
                 "detector.stride",

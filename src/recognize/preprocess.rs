@@ -79,7 +79,7 @@ pub struct Placement {
 
 impl Placement {
     /// Maps a point of the model input back to source pixels.
-    pub fn to_source(&self, x: f32, y: f32) -> (f32, f32) {
+    pub fn source_point(&self, x: f32, y: f32) -> (f32, f32) {
         (
             (x - self.off_x) / self.scale_x + self.origin_x,
             (y - self.off_y) / self.scale_y + self.origin_y,
@@ -232,7 +232,7 @@ mod tests {
         assert!((out[0] - 1.0).abs() < 1e-6); // red, inside
         assert!((out[10000] - 0.0).abs() < 1e-6); // green plane, inside
         assert!((out[99 * 100] - 0.5).abs() < 1e-6); // bottom row: padding
-        assert_eq!(p.to_source(50.0, 25.0), (100.0, 50.0));
+        assert_eq!(p.source_point(50.0, 25.0), (100.0, 50.0));
     }
 
     #[test]
