@@ -9,7 +9,7 @@ mod engine;
 mod manifest;
 mod ocr;
 mod preprocess;
-mod tracker;
+pub mod tracker;
 
 pub use detector::{decode_grid, iou, nms};
 pub use manifest::Manifest;
