@@ -186,3 +186,39 @@ fn missing_manifest_names_the_paths() {
         }
     }
 }
+
+#[test]
+fn recognizer_can_be_shared_across_threads() {
+    fn shared<T: Send + Sync>() {}
+    shared::<Recognizer>();
+}
+
+/// Our own models (the default manifest: $PLATECAM_MODELS, installed, or the checkout's
+/// `models/`) load, verify and run end to end. Accuracy is not asserted here: the models are
+/// still being trained; the rate is printed.
+#[test]
+fn own_models_from_the_default_manifest_run() {
+    let rec = match Recognizer::from_config(None) {
+        Ok(rec) => rec,
+        Err(e @ RecognizeError::NoManifest { .. }) => {
+            eprintln!("note: own models not present, nothing to run: {e}");
+            return;
+        }
+        Err(e) => panic!("own models present but unusable: {e}"),
+    };
+    let truth = ground_truth(Path::new(EU));
+    let subset: Vec<_> = truth.iter().step_by(3).collect();
+    let mut read = 0;
+    for (photo, plate) in &subset {
+        let img = image::open(photo).expect("photo decodes").to_rgb8();
+        let (dets, _) = rec.recognize(&img).expect("recognize");
+        for d in &dets {
+            let b = d.bbox;
+            assert!(b.x >= 0.0 && b.y >= 0.0, "{b:?}");
+            assert!(b.x + b.w <= img.width() as f32 + 0.5, "{b:?}");
+            assert!(b.y + b.h <= img.height() as f32 + 0.5, "{b:?}");
+        }
+        read += dets.iter().any(|d| normalise(&d.text.text) == *plate) as usize;
+    }
+    eprintln!("own models read {read}/{}", subset.len());
+}
