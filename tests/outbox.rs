@@ -1,37 +1,17 @@
 //! The sled outbox on a real database in a temp dir: order, durability across reopen, quota and
 //! eviction, corrupt databases.
 
+mod support;
+
 use std::path::Path;
 
 use bytesize::ByteSize;
 use platecam::config::{EvictionPolicy, StorageConfig};
 use platecam::outbox::{OpenOutcome, Outbox};
-use platecam::recognize::Direction;
-use platecam::wire::{FrameSize, ModelHashes, ReadMessage, SCHEMA};
+use platecam::wire::ReadMessage;
 
 fn read(plate: &str) -> ReadMessage {
-    ReadMessage {
-        schema: SCHEMA,
-        id: String::new(),
-        device: "unit-test".into(),
-        camera: "cam0".into(),
-        seq: 0,
-        captured_at: "2026-11-26T08:00:00.000Z".into(),
-        plate: plate.into(),
-        confidence: 0.9,
-        chars: vec![],
-        candidates: vec![],
-        bbox: [1, 2, 3, 4],
-        frame: FrameSize {
-            width: 1280,
-            height: 720,
-        },
-        frames_seen: 3,
-        direction: Direction::Approaching,
-        crop: None,
-        models: ModelHashes::default(),
-        location: None,
-    }
+    support::sample_read("unit-test", plate)
 }
 
 fn storage(dir: &Path, max: ByteSize, eviction: EvictionPolicy) -> StorageConfig {
