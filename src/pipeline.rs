@@ -251,12 +251,8 @@ fn accept(stage: &Stage, read: &PlateRead) -> bool {
             Vec::new()
         }
     };
-    let message = ReadMessage::from_read(
-        read,
-        &stage.device,
-        &stage.hashes,
-        stage.location.as_ref(),
-    );
+    let message =
+        ReadMessage::from_read(read, &stage.device, &stage.hashes, stage.location.as_ref());
     for attempt in 1..=APPEND_ATTEMPTS {
         match stage.outbox.append(message.clone(), jpeg.clone()) {
             Ok(stored) => {

@@ -45,7 +45,10 @@ async fn replay_of_n_photos_gives_n_reads_with_crops() {
     let mut sub = Subscriber::connect(broker.port, "platecam/#").await;
     let tmp = tempfile::tempdir().expect("tempdir");
     let (dir, truth) = samples();
-    assert!(truth.len() >= 5, "samples/groundtruth.tsv lists the sample photos");
+    assert!(
+        truth.len() >= 5,
+        "samples/groundtruth.tsv lists the sample photos"
+    );
     let cfg = RunConfig {
         state: &tmp.path().join("state"),
         replay: &dir,
@@ -57,7 +60,12 @@ async fn replay_of_n_photos_gives_n_reads_with_crops() {
     .write();
     let mut daemon = Daemon::start(&cfg);
     let status = daemon.wait_exit(Duration::from_secs(120));
-    assert_eq!(status.and_then(|s| s.code()), Some(0), "{:#?}", daemon.lines());
+    assert_eq!(
+        status.and_then(|s| s.code()),
+        Some(0),
+        "{:#?}",
+        daemon.lines()
+    );
 
     let msgs = collect_reads(&mut sub, truth.len(), Duration::from_secs(5)).await;
     let reads = reads_of(&msgs);
@@ -105,11 +113,20 @@ async fn broker_down_then_up_delivers_every_accepted_read_in_order() {
     broker.start_process();
     let mut sub = Subscriber::connect(broker.port, "platecam/+/reads").await;
     let status = daemon.wait_exit(Duration::from_secs(60));
-    assert_eq!(status.and_then(|s| s.code()), Some(0), "{:#?}", daemon.lines());
+    assert_eq!(
+        status.and_then(|s| s.code()),
+        Some(0),
+        "{:#?}",
+        daemon.lines()
+    );
     let reads = reads_of(&collect_reads(&mut sub, truth.len(), Duration::from_secs(5)).await);
     let _ = &mut sub;
     let ids: Vec<String> = reads.iter().map(|r| r.id.clone()).collect();
-    assert_eq!(ids, daemon.accepted_ids(), "every accepted read, in seq order");
+    assert_eq!(
+        ids,
+        daemon.accepted_ids(),
+        "every accepted read, in seq order"
+    );
     let seqs: Vec<u64> = reads.iter().map(|r| r.seq).collect();
     assert_eq!(seqs, (0..truth.len() as u64).collect::<Vec<_>>());
 }
@@ -157,7 +174,12 @@ async fn kill_9_twenty_times_loses_no_accepted_read() {
     std::fs::write(&drain_cfg, drain.toml()).expect("write config");
     let mut daemon = Daemon::start(&drain_cfg);
     let status = daemon.wait_exit(Duration::from_secs(60));
-    assert_eq!(status.and_then(|s| s.code()), Some(0), "{:#?}", daemon.lines());
+    assert_eq!(
+        status.and_then(|s| s.code()),
+        Some(0),
+        "{:#?}",
+        daemon.lines()
+    );
 
     let mut seen = HashSet::new();
     let until = tokio::time::Instant::now() + Duration::from_secs(10);
@@ -169,7 +191,10 @@ async fn kill_9_twenty_times_loses_no_accepted_read() {
         }
     }
     let missing: Vec<&String> = accepted.iter().filter(|id| !seen.contains(*id)).collect();
-    assert!(missing.is_empty(), "accepted reads never delivered: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "accepted reads never delivered: {missing:?}"
+    );
     let (code, out, _) = platecam(&["outbox", "stats", "--json", "--config"], Some(&drain_cfg));
     assert_eq!(code, 0);
     assert!(out.contains("\"count\":0"), "outbox drained: {out}");
@@ -207,8 +232,14 @@ async fn quota_reached_with_broker_down_evicts_and_reports_it() {
         }
     }
     let health = health.expect("a health message once the broker is up");
-    assert!(health.evictions > 0, "evictions counted in health: {health:?}");
-    assert!(daemon.child.try_wait().ok().flatten().is_none(), "still running");
+    assert!(
+        health.evictions > 0,
+        "evictions counted in health: {health:?}"
+    );
+    assert!(
+        daemon.child.try_wait().ok().flatten().is_none(),
+        "still running"
+    );
 }
 
 #[test]
@@ -223,7 +254,11 @@ fn config_with_three_mistakes_reports_all_with_lines_and_exits_78() {
     for cmd in ["check-config", "run"] {
         let (code, _, err) = platecam(&[cmd, "--config"], Some(&cfg));
         assert_eq!(code, 78, "{cmd}: {err}");
-        for (key, line) in [("device.colour", 3), ("mqtt.url", 6), ("mqtt.keep_alive", 7)] {
+        for (key, line) in [
+            ("device.colour", 3),
+            ("mqtt.url", 6),
+            ("mqtt.keep_alive", 7),
+        ] {
             assert!(
                 err.contains(&format!(":{line}: {key}")),
                 "{cmd}: {key} at line {line} missing in:\n{err}"
@@ -259,20 +294,31 @@ async fn garbage_outbox_and_corrupt_photo_are_survived() {
     .write();
     let mut daemon = Daemon::start(&cfg);
     let status = daemon.wait_exit(Duration::from_secs(120));
-    assert_eq!(status.and_then(|s| s.code()), Some(0), "{:#?}", daemon.lines());
+    assert_eq!(
+        status.and_then(|s| s.code()),
+        Some(0),
+        "{:#?}",
+        daemon.lines()
+    );
     let lines = daemon.lines();
     assert!(
         lines.iter().any(|l| l.contains("moving it aside")),
         "{lines:#?}"
     );
     assert!(
-        lines.iter().any(|l| l.contains("WARN") && l.contains("0-corrupt.jpg")),
+        lines
+            .iter()
+            .any(|l| l.contains("WARN") && l.contains("0-corrupt.jpg")),
         "corrupt photo named in a warning: {lines:#?}"
     );
     let moved = std::fs::read_dir(&state)
         .expect("state dir")
         .filter_map(Result::ok)
-        .any(|e| e.file_name().to_string_lossy().starts_with("outbox.corrupt-"));
+        .any(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("outbox.corrupt-")
+        });
     assert!(moved, "old outbox kept aside");
     let reads = reads_of(&collect_reads(&mut sub, 2, Duration::from_secs(10)).await);
     assert_eq!(reads.len(), 2, "both good photos read: {reads:?}");

@@ -64,7 +64,10 @@ fn seq_and_reads_survive_reopen_and_never_repeat() -> anyhow::Result<()> {
     let (outbox, _) = Outbox::open(&cfg)?;
     assert_eq!(outbox.stats().count, 0);
     let next = outbox.append(read("NEXT1"), vec![1; 10])?;
-    assert_eq!(next.seq, 5, "a seq is never reused, even after the outbox drained");
+    assert_eq!(
+        next.seq, 5,
+        "a seq is never reused, even after the outbox drained"
+    );
     let back = outbox.pending(None, 10)?;
     assert_eq!(back.len(), 1);
     assert_eq!(back[0].crop.as_deref(), Some(&[1u8; 10][..]));
@@ -82,10 +85,18 @@ fn oldest_first_eviction_is_counted_and_keeps_newest() -> anyhow::Result<()> {
     }
     let stats = outbox.stats();
     assert!(stats.evictions > 0, "quota reached: {stats:?}");
-    assert_eq!(stats.count + stats.evictions, 100, "every read is stored or counted as evicted");
+    assert_eq!(
+        stats.count + stats.evictions,
+        100,
+        "every read is stored or counted as evicted"
+    );
     assert!(stats.payload_bytes * 3 <= ByteSize::mib(1).as_u64());
     let pending = outbox.pending(None, 1000)?;
-    assert_eq!(pending.last().map(|r| r.seq), Some(99), "the newest read is kept");
+    assert_eq!(
+        pending.last().map(|r| r.seq),
+        Some(99),
+        "the newest read is kept"
+    );
     assert_eq!(pending.first().map(|r| r.seq), Some(stats.evictions));
     Ok(())
 }
@@ -118,7 +129,10 @@ fn garbage_database_is_moved_aside() -> anyhow::Result<()> {
     let OpenOutcome::MovedAside { to, .. } = outcome else {
         panic!("garbage was opened as a database: {outcome:?}");
     };
-    assert!(to.join("db").exists(), "the old files are kept for a person to look at");
+    assert!(
+        to.join("db").exists(),
+        "the old files are kept for a person to look at"
+    );
     assert_eq!(outbox.append(read("FRESH1"), vec![1])?.seq, 0);
     Ok(())
 }

@@ -79,7 +79,9 @@ async fn stop_on_signals(shutdown: CancellationToken) {
             tracing::info!("signal received: draining (send again to stop at once)");
             shutdown.cancel();
         } else {
-            tracing::warn!("second signal: exiting without draining; buffered reads stay in the outbox");
+            tracing::warn!(
+                "second signal: exiting without draining; buffered reads stay in the outbox"
+            );
             std::process::exit(1);
         }
     }
@@ -100,7 +102,10 @@ async fn feed_watchdog(interval: Duration, metrics: Arc<Metrics>, shutdown: Canc
             let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
             last = now;
         } else {
-            tracing::warn!("pipeline made no progress for {:?}; not feeding the watchdog", interval / 2);
+            tracing::warn!(
+                "pipeline made no progress for {:?}; not feeding the watchdog",
+                interval / 2
+            );
         }
     }
 }

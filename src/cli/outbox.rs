@@ -24,7 +24,9 @@ fn open(config: &Path) -> anyhow::Result<Result<Outbox, u8>> {
         Err(code) => return Ok(Err(code)),
     };
     let (outbox, _) = Outbox::open(&cfg.storage).map_err(|e| {
-        anyhow::anyhow!("{e} (is a platecam daemon running on this outbox? sled allows one process)")
+        anyhow::anyhow!(
+            "{e} (is a platecam daemon running on this outbox? sled allows one process)"
+        )
     })?;
     Ok(Ok(outbox))
 }

@@ -32,7 +32,12 @@ struct Ms {
 
 /// Exit 0 when every image was read (even with no plate in it), 1 when one could not be read,
 /// 78 when the models cannot be loaded.
-pub fn run(config: Option<&Path>, json: bool, ocr_only: bool, images: &[PathBuf]) -> anyhow::Result<u8> {
+pub fn run(
+    config: Option<&Path>,
+    json: bool,
+    ocr_only: bool,
+    images: &[PathBuf],
+) -> anyhow::Result<u8> {
     let recognition = match config {
         Some(path) => match super::load_config(path, false) {
             Ok(cfg) => cfg.recognition,

@@ -50,6 +50,10 @@ hold_frames = 3
 gap_frames = 3
 loop = {repeat}
 
+# Photos are 50 ms apart on the replay timeline and the gaps 150 ms: a pass ends after 100 ms.
+[tracking]
+max_gap = "100ms"
+
 [mqtt]
 url = "mqtt://127.0.0.1:{port}"
 health_interval = "1s"
