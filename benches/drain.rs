@@ -43,7 +43,8 @@ fn main() {
         dir: dir.path().to_path_buf(),
         ..StorageConfig::default()
     };
-    let outbox = Arc::new(Outbox::open(&storage).expect("open outbox"));
+    let (outbox, _) = Outbox::open(&storage).expect("open outbox");
+    let outbox = Arc::new(outbox);
     let t = Instant::now();
     for i in 0..reads {
         outbox

@@ -66,3 +66,28 @@ impl Metrics {
         self.progress.fetch_add(1, Ordering::Relaxed);
     }
 }
+
+/// Where log lines go: journald when systemd started us (it sets `JOURNAL_STREAM`), else stderr.
+/// `PLATECAM_LOG` (a tracing filter) overrides the configured level.
+pub fn init_logging(level: &str) {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::EnvFilter;
+
+    let filter = EnvFilter::try_from_env("PLATECAM_LOG")
+        .or_else(|_| EnvFilter::try_new(level))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let registry = tracing_subscriber::registry().with(filter);
+    let journald = std::env::var_os("JOURNAL_STREAM").and_then(|_| tracing_journald::layer().ok());
+    // A second init (tests calling the CLI twice in one process) is harmless: keep the first.
+    let _ = match journald {
+        Some(layer) => registry.with(layer).try_init(),
+        None => registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_writer(std::io::stderr)
+                    .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
+            )
+            .try_init(),
+    };
+}

@@ -107,3 +107,45 @@ pub struct CameraHealth {
 pub fn rfc3339_ms(t: std::time::SystemTime) -> String {
     chrono::DateTime::<chrono::Utc>::from(t).to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
+
+impl ReadMessage {
+    /// The wire message for a tracker's read. `id`, `seq` and `crop` are filled by the outbox when
+    /// it accepts the read.
+    pub fn from_read(
+        read: &crate::recognize::PlateRead,
+        device: &str,
+        models: &ModelHashes,
+        location: Option<&crate::config::LocationConfig>,
+    ) -> ReadMessage {
+        ReadMessage {
+            schema: SCHEMA,
+            id: String::new(),
+            device: device.to_string(),
+            camera: read.camera.clone(),
+            seq: 0,
+            captured_at: rfc3339_ms(read.captured_at),
+            plate: read.plate.clone(),
+            confidence: read.confidence,
+            chars: read
+                .chars
+                .iter()
+                .map(|c| WireChar { c: c.c, p: c.p })
+                .collect(),
+            candidates: read.candidates.clone(),
+            bbox: read.bbox,
+            frame: FrameSize {
+                width: read.frame_width,
+                height: read.frame_height,
+            },
+            frames_seen: read.frames_seen,
+            direction: read.direction,
+            crop: None,
+            models: models.clone(),
+            location: location.map(|l| Location {
+                lat: l.lat,
+                lon: l.lon,
+                heading: l.heading,
+            }),
+        }
+    }
+}

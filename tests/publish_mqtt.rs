@@ -56,7 +56,7 @@ impl Rig {
             ..StorageConfig::default()
         };
         Rig {
-            outbox: Arc::new(Outbox::open(&storage).expect("open outbox")),
+            outbox: Arc::new(Outbox::open(&storage).expect("open outbox").0),
             notify: Arc::new(Notify::new()),
             metrics: Arc::new(Metrics::default()),
             shutdown: CancellationToken::new(),

@@ -5,8 +5,14 @@
 //! semantic checks (`validate`) on what parsed.
 
 mod load;
+mod units;
+mod validate;
 
-pub use load::{load_file, load_str, ConfigError, Problem};
+#[cfg(test)]
+mod tests;
+
+pub use load::{load, load_file, load_str, load_text, ConfigError, KeyLines, Loaded, Problem};
+pub use validate::{check_for_run, check_machine};
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -91,18 +97,20 @@ pub struct MqttConfig {
     pub key: Option<PathBuf>,
     pub username: Option<String>,
     pub password_file: Option<PathBuf>,
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "units::duration")]
     pub keep_alive: Duration,
     /// Reads published and not yet acknowledged, at most.
     pub inflight: u16,
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "units::duration")]
     pub health_interval: Duration,
     /// Longest wait between reconnect attempts (the backoff doubles up to this).
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "units::duration")]
     pub reconnect_max: Duration,
     /// On shutdown, how long to wait for outstanding acknowledgements.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "units::duration")]
     pub drain_timeout: Duration,
+    /// Largest MQTT packet sent or accepted (a read with its crop must fit).
+    #[serde(with = "units::bytes")]
     pub max_packet_size: ByteSize,
 }
 
@@ -132,8 +140,10 @@ impl Default for MqttConfig {
 pub struct StorageConfig {
     pub dir: PathBuf,
     /// Disk the outbox may use; past it the eviction policy applies.
+    #[serde(with = "units::bytes")]
     pub max_bytes: ByteSize,
     /// Evict as well when the file system has less than this free.
+    #[serde(with = "units::bytes")]
     pub min_free_bytes: ByteSize,
     pub eviction: EvictionPolicy,
 }
@@ -198,7 +208,7 @@ pub struct TrackingConfig {
     /// A box joins a track when it overlaps the track's last box at least this much (IoU).
     pub iou_match: f32,
     /// A track ends (and its read is emitted) when unseen for this long.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "units::duration")]
     pub max_gap: Duration,
     /// Tracks seen in fewer frames are dropped as noise.
     pub min_frames: u32,
@@ -247,9 +257,11 @@ impl Config {
         if !self.device.id.is_empty() {
             return self.device.id.clone();
         }
-        nix::unistd::gethostname()
+        // The kernel's host name, read from /proc rather than nix's gethostname, which needs a
+        // nix feature the crate does not otherwise use; platecam runs on Linux only.
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
             .ok()
-            .and_then(|h| h.into_string().ok())
+            .map(|h| h.trim().to_string())
             .filter(|h| !h.is_empty())
             .unwrap_or_else(|| "platecam".into())
     }
@@ -260,5 +272,127 @@ impl Config {
         } else {
             self.mqtt.client_id.clone()
         }
+    }
+}
+
+/// A parsed `[[camera]] source`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SourceSpec {
+    /// `v4l2:///dev/video0`: a V4L2 device node.
+    V4l2(PathBuf),
+    /// `replay:///path` or `replay:relative/path`: a folder of images or a video file.
+    Replay(PathBuf),
+}
+
+impl SourceSpec {
+    /// Parses a source string; the error says what a valid one looks like.
+    pub fn parse(source: &str) -> Result<SourceSpec, String> {
+        if let Some(rest) = source.strip_prefix("v4l2://") {
+            if rest.starts_with('/') && rest.len() > 1 {
+                return Ok(SourceSpec::V4l2(PathBuf::from(rest)));
+            }
+            return Err(format!(
+                "{source:?} has no device path; write it like \"v4l2:///dev/video0\""
+            ));
+        }
+        if let Some(rest) = source.strip_prefix("replay:") {
+            // `replay:///abs` and `replay:rel` both name a path; `replay://` alone does not.
+            let path = rest.strip_prefix("//").unwrap_or(rest);
+            if !path.is_empty() {
+                return Ok(SourceSpec::Replay(PathBuf::from(path)));
+            }
+            return Err(format!(
+                "{source:?} has no path; write it like \"replay:///var/lib/platecam/samples\""
+            ));
+        }
+        Err(format!(
+            "{source:?} is not a camera source; use \"v4l2:///dev/videoN\" or \"replay:///path/to/folder-or-video\""
+        ))
+    }
+}
+
+impl CameraConfig {
+    pub fn source_spec(&self) -> Result<SourceSpec, String> {
+        SourceSpec::parse(&self.source)
+    }
+}
+
+/// Where `[mqtt] url` points, parsed once here so the publisher and `check-config` agree.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MqttEndpoint {
+    pub tls: bool,
+    /// Host name or IP address; an IPv6 address without its brackets.
+    pub host: String,
+    /// The URL's port, else 1883 (`mqtt://`) or 8883 (`mqtts://`).
+    pub port: u16,
+}
+
+impl MqttEndpoint {
+    pub fn parse(url: &str) -> Result<MqttEndpoint, String> {
+        let (tls, rest) = if let Some(rest) = url.strip_prefix("mqtts://") {
+            (true, rest)
+        } else if let Some(rest) = url.strip_prefix("mqtt://") {
+            (false, rest)
+        } else {
+            return Err(format!(
+                "{url:?} must start with mqtt:// or mqtts://, like \"mqtt://broker.local:1883\""
+            ));
+        };
+        // Only `/` (or nothing) may follow the authority: rumqttc takes no path, and query
+        // options here would be silently ignored.
+        let authority = match rest.find(['/', '?', '#']) {
+            Some(i) if rest[i..] == *"/" => &rest[..i],
+            Some(_) => return Err(format!("{url:?}: a broker URL takes no path or query")),
+            None => rest,
+        };
+        if authority.contains('@') {
+            return Err(format!(
+                "{url:?}: put credentials in mqtt.username and mqtt.password_file, not the URL"
+            ));
+        }
+        let default_port = if tls { 8883 } else { 1883 };
+        let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+            let Some((host, after)) = v6.split_once(']') else {
+                return Err(format!("{url:?}: unclosed '[' in IPv6 address"));
+            };
+            match after {
+                "" => (host, None),
+                p => match p.strip_prefix(':') {
+                    Some(p) => (host, Some(p)),
+                    None => return Err(format!("{url:?}: unexpected {p:?} after IPv6 address")),
+                },
+            }
+        } else {
+            match authority.rsplit_once(':') {
+                Some((h, p)) => (h, Some(p)),
+                None => (authority, None),
+            }
+        };
+        if host.is_empty() {
+            return Err(format!("{url:?} has no host"));
+        }
+        if host.contains(|c: char| c.is_whitespace() || c.is_control()) {
+            return Err(format!(
+                "{url:?}: the host contains a space or control character"
+            ));
+        }
+        let port = match port {
+            None => default_port,
+            Some(p) => match p.parse::<u16>() {
+                Ok(p) if p > 0 => p,
+                _ => return Err(format!("{url:?}: port {p:?} is not a number in 1..=65535")),
+            },
+        };
+        Ok(MqttEndpoint {
+            tls,
+            host: host.to_string(),
+            port,
+        })
+    }
+}
+
+impl MqttConfig {
+    pub fn endpoint(&self) -> Result<MqttEndpoint, String> {
+        MqttEndpoint::parse(&self.url)
     }
 }

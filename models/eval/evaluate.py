@@ -1,0 +1,134 @@
+#!/usr/bin/env python3
+"""Measure platecam's recognizer on the openalpr benchmark photos, our models and the reference
+models side by side, in one run, through `platecam recognize --json` (so tract runs both).
+
+Scoring rule (../shared/data/README.md): a photo is *read* when any reported plate equals the
+truth after upper-casing and dropping everything but A-Z and 0-9; it is *detected* when a reported
+box overlaps the true box with IoU >= 0.3. `plates-us` holds plate crops: OCR only (--ocr-only).
+
+Usage: models/eval/evaluate.py [--platecam target/release/platecam] [--data ../shared/data/openalpr-benchmarks]
+                               [--reference ../shared/models-reference] [--limit N]
+Standard library only. Prints one table; exits non-zero if platecam fails to run.
+"""
+import argparse
+import csv
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def norm(s):
+    return re.sub(r"[^A-Z0-9]", "", s.upper())
+
+
+def iou(a, b):
+    ax, ay, aw, ah = a
+    bx, by, bw, bh = b
+    ix = max(0, min(ax + aw, bx + bw) - max(ax, bx))
+    iy = max(0, min(ay + ah, by + bh) - max(ay, by))
+    inter = ix * iy
+    union = aw * ah + bw * bh - inter
+    return inter / union if union > 0 else 0.0
+
+
+def load_endtoend(folder):
+    rows = []
+    with open(os.path.join(folder, "groundtruth.tsv")) as f:
+        for line in f:
+            parts = line.rstrip("\n").split("\t")
+            if len(parts) < 6:
+                continue
+            name, x, y, w, h, plate = parts[:6]
+            rows.append((os.path.join(folder, name), (int(x), int(y), int(w), int(h)), plate))
+    return rows
+
+
+def load_plates(folder):
+    rows = []
+    with open(os.path.join(folder, "groundtruth.csv")) as f:
+        for rec in csv.reader(f):
+            if len(rec) >= 3 and rec[0] != "file":
+                rows.append((os.path.join(folder, rec[0]), None, rec[2]))
+    return rows
+
+
+def run_platecam(binary, config, images, ocr_only):
+    cmd = [binary, "recognize", "--json"]
+    if config:
+        cmd += ["--config", config]
+    if ocr_only:
+        cmd.append("--ocr-only")
+    out = {}
+    # Chunks keep the command line short; one process per chunk loads the models once.
+    for i in range(0, len(images), 200):
+        chunk = images[i:i + 200]
+        proc = subprocess.run(cmd + chunk, capture_output=True, text=True)
+        if proc.returncode not in (0, 1):
+            sys.exit(f"platecam failed ({proc.returncode}): {proc.stderr.strip()}")
+        for line in proc.stdout.splitlines():
+            rec = json.loads(line)
+            out[rec["image"]] = rec
+    return out
+
+
+def score(rows, results):
+    detected = read = 0
+    ms = []
+    for path, box, plate in rows:
+        rec = results.get(path, {"plates": [], "ms": {"total": 0}})
+        plates = rec.get("plates", [])
+        if box is not None and any(iou(p["bbox"], box) >= 0.3 for p in plates):
+            detected += 1
+        if any(norm(p["text"]) == norm(plate) for p in plates):
+            read += 1
+        ms.append(rec.get("ms", {}).get("total", 0.0))
+    n = len(rows)
+    ms.sort()
+    median = ms[len(ms) // 2] if ms else 0.0
+    mean = sum(ms) / len(ms) if ms else 0.0
+    return n, (100.0 * detected / n if n else 0.0), (100.0 * read / n if n else 0.0), median, mean
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--platecam", default=os.path.join(ROOT, "target", "release", "platecam"))
+    ap.add_argument("--data", default=os.path.join(ROOT, "..", "shared", "data", "openalpr-benchmarks"))
+    ap.add_argument("--reference", default=os.path.join(ROOT, "..", "shared", "models-reference"))
+    ap.add_argument("--limit", type=int, default=0, help="photos per set (0 = all)")
+    args = ap.parse_args()
+
+    ref_cfg = tempfile.NamedTemporaryFile("w", suffix=".toml", delete=False)
+    ref = os.path.abspath(args.reference)
+    ref_cfg.write(
+        "[recognition.detector]\nformat = \"yolo-end2end\"\n"
+        f"path = \"{ref}/yolo-v9-t-416-license-plates-end2end1.onnx\"\n"
+        "[recognition.ocr]\nformat = \"fast-plate-ocr\"\n"
+        f"path = \"{ref}/cct_xs_v1_global.onnx\"\nconfig = \"{ref}/cct_xs_v1_global_plate_config.yaml\"\n"
+    )
+    ref_cfg.close()
+    systems = [("platecam models", None), ("reference (fast-alpr models)", ref_cfg.name)]
+    sets = [
+        ("endtoend/us", load_endtoend(os.path.join(args.data, "endtoend", "us")), False),
+        ("endtoend/eu", load_endtoend(os.path.join(args.data, "endtoend", "eu")), False),
+        ("plates-us", load_plates(os.path.join(args.data, "plates-us")), True),
+    ]
+    print(f"{'set':<13} {'system':<30} {'n':>4} {'detected %':>10} {'exact %':>8} {'median ms':>10} {'mean ms':>8}")
+    for set_name, rows, ocr_only in sets:
+        if args.limit:
+            rows = rows[: args.limit]
+        images = [r[0] for r in rows]
+        for sys_name, cfg in systems:
+            results = run_platecam(args.platecam, cfg, images, ocr_only)
+            n, det, read, median, mean = score(rows, results)
+            det_s = "-" if ocr_only else f"{det:.1f}"
+            print(f"{set_name:<13} {sys_name:<30} {n:>4} {det_s:>10} {read:>8.1f} {median:>10.1f} {mean:>8.1f}", flush=True)
+    os.unlink(ref_cfg.name)
+
+
+if __name__ == "__main__":
+    main()

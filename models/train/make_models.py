@@ -1,0 +1,174 @@
+"""Regenerate every platecam model file from nothing.
+
+  /opt/train-venv/bin/python3 models/train/make_models.py --out models --samples samples --minutes 40
+
+Steps: train the OCR and the detector in two parallel processes (each for --minutes of wall time,
+on synthetic data rendered on the fly), export both to ONNX (opset 13, fp32, fixed shapes), check
+onnxruntime against torch, write manifest.json, render samples/ and check the models read them.
+"""
+import argparse
+import datetime
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+import torch
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+import synth  # noqa: E402
+from nets import ALPHABET, OCR, SLOTS, Detector  # noqa: E402
+
+DET_H, DET_W = 384, 640
+OCR_H, OCR_W = 32, 128
+DET_CFG = {"pad": 0.5, "stride": 4, "score_threshold": 0.3, "nms_iou": 0.3}
+CROP_MARGIN = 0.08
+
+
+class Export(torch.nn.Module):
+    def __init__(self, m):
+        super().__init__()
+        self.m = m
+
+    def forward(self, x):
+        return self.m(x)
+
+
+def export(model, shape, path):
+    import onnx
+    import onnxruntime as ort
+    model.eval()
+    wrapper = Export(model).eval()
+    x = torch.rand(*shape)
+    torch.onnx.export(wrapper, (x,), path, dynamo=False, opset_version=13,
+                      input_names=["input"], output_names=["output"], do_constant_folding=True)
+    m = onnx.load(path)
+    onnx.checker.check_model(m)
+    ops = sorted({n.op_type for n in m.graph.node})
+    sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    diffs = []
+    for k in range(3):
+        x = torch.rand(*shape) if k else torch.full(shape, 0.5)
+        with torch.no_grad():
+            ref = model(x).numpy()
+        got = sess.run(None, {"input": x.numpy()})[0]
+        diffs.append(float((np.abs(ref - got) / (1.0 + np.abs(ref))).max()))
+    size = os.path.getsize(path)
+    print("exported %s: %.2f MB, ops %s, max rel |torch-ort| %.2e" % (path, size / 1e6, ops, max(diffs)), flush=True)
+    assert max(diffs) < 1e-3, "onnxruntime does not match torch"
+    assert size <= 5 * 1024 * 1024
+    return ops, max(diffs)
+
+
+def sha256(path):
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def make_samples(model_dir, out_dir, seed, n=6):
+    from pipeline import Pipeline, iou
+    os.makedirs(out_dir, exist_ok=True)
+    p = Pipeline(model_dir)
+    rows, skipped = [], []
+    styles = ["us", "eu", "us", "eu", "us", "br"]
+    idx = 0
+    while len(rows) < n and idx < 60:
+        style = styles[len(rows) % len(styles)]
+        rng = synth.sample_rng(seed + 77, idx)
+        img, box, label = synth.demo_scene(rng, 1280, 720, style)
+        idx += 1
+        res = p.recognize(img)
+        ok = any(t == label and iou(b, box) >= 0.3 for b, _, t, _ in res)
+        if not ok:
+            skipped.append((idx - 1, label, [t for _, _, t, _ in res]))
+            continue
+        name = "plate%d_%s.jpg" % (len(rows) + 1, style)
+        img.save(os.path.join(out_dir, name), "JPEG", quality=85)
+        # the read must survive the JPEG round trip too
+        from PIL import Image
+        res2 = p.recognize(Image.open(os.path.join(out_dir, name)))
+        if not any(t == label for _, _, t, _ in res2):
+            os.remove(os.path.join(out_dir, name))
+            skipped.append((idx - 1, label, "jpeg"))
+            continue
+        x, y, w, h = [int(round(v)) for v in box]
+        rows.append("%s\t%d\t%d\t%d\t%d\t%s" % (name, x, y, w, h, label))
+    with open(os.path.join(out_dir, "groundtruth.tsv"), "w") as f:
+        f.write("\n".join(rows) + "\n")
+    print("samples: %d written, %d candidates skipped (not read): %s" % (len(rows), len(skipped), skipped[:10]),
+          flush=True)
+    return len(rows), len(skipped)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", default="models")
+    ap.add_argument("--samples", default="samples")
+    ap.add_argument("--minutes", type=float, default=55.0, help="wall-clock training time (both models in parallel)")
+    ap.add_argument("--ocr-minutes", type=float, default=0, help="override --minutes for the OCR")
+    ap.add_argument("--det-minutes", type=float, default=0, help="override --minutes for the detector")
+    ap.add_argument("--seed", type=int, default=1234)
+    ap.add_argument("--work", default="/tmp/platecam-train")
+    ap.add_argument("--skip-train", action="store_true", help="export from existing checkpoints in --work")
+    ap.add_argument("--version", default=None)
+    args = ap.parse_args()
+
+    os.makedirs(args.out, exist_ok=True)
+    os.makedirs(args.work, exist_ok=True)
+    ocr_ck, det_ck = os.path.join(args.work, "ocr.pt"), os.path.join(args.work, "det.pt")
+    om = args.ocr_minutes or args.minutes
+    dm = args.det_minutes or args.minutes
+    t0 = time.time()
+    if not args.skip_train:
+        print("training OCR (%.1f min) and detector (%.1f min) in parallel" % (om, dm), flush=True)
+        procs = [subprocess.Popen([sys.executable, os.path.join(HERE, "train.py"), "--task", t, "--minutes",
+                                   str(m), "--seed", str(args.seed), "--ckpt", ck])
+                 for t, m, ck in (("ocr", om, ocr_ck), ("det", dm, det_ck))]
+        rc = [p.wait() for p in procs]
+        if any(rc):
+            sys.exit("training failed: %s" % rc)
+    torch.manual_seed(args.seed)
+    ocr, det = OCR(), Detector()
+    ock, dck = torch.load(ocr_ck), torch.load(det_ck)
+    ocr.load_state_dict(ock["model"])
+    det.load_state_dict(dck["model"])
+    det_path, ocr_path = os.path.join(args.out, "detector.onnx"), os.path.join(args.out, "ocr.onnx")
+    det_ops, det_diff = export(det, (1, 1, DET_H, DET_W), det_path)
+    ocr_ops, ocr_diff = export(ocr, (1, 1, OCR_H, OCR_W), ocr_path)
+    det_params = sum(p.numel() for p in det.parameters())
+    ocr_params = sum(p.numel() for p in ocr.parameters())
+    version = args.version or datetime.date.today().strftime("%Y.%m.%d") + "-1"
+    manifest = {
+        "version": version,
+        "detector": {"file": "detector.onnx", "sha256": sha256(det_path),
+                     "input": {"channels": 1, "height": DET_H, "width": DET_W}, **DET_CFG},
+        "ocr": {"file": "ocr.onnx", "sha256": sha256(ocr_path),
+                "input": {"channels": 1, "height": OCR_H, "width": OCR_W},
+                "alphabet": ALPHABET, "pad_char": "_", "slots": SLOTS, "crop_margin": CROP_MARGIN},
+        "provenance": {
+            "command": "python3 models/train/make_models.py --out %s --samples %s --minutes %g --seed %d" % (
+                args.out, args.samples, args.minutes, args.seed),
+            "seed": args.seed, "torch": torch.__version__, "device": "cpu (2 cores)",
+            "minutes": args.minutes, "ocr_minutes": om, "det_minutes": dm,
+            "ocr_steps": ock.get("step"), "ocr_samples": ock.get("seen"),
+            "det_steps": dck.get("step"), "det_samples": dck.get("seen"),
+            "detector_params": det_params, "ocr_params": ocr_params,
+            "detector_ops": det_ops, "ocr_ops": ocr_ops,
+            "data": "synthetic only (models/train/synth.py); no real photos used for training",
+            "license": "Apache-2.0",
+        },
+    }
+    with open(os.path.join(args.out, "manifest.json"), "w") as f:
+        json.dump(manifest, f, indent=2)
+        f.write("\n")
+    print(json.dumps(manifest, indent=2), flush=True)
+    make_samples(args.out, args.samples, args.seed)
+    print("all done in %.1f min" % ((time.time() - t0) / 60), flush=True)
+
+
+if __name__ == "__main__":
+    main()

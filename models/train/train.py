@@ -1,0 +1,200 @@
+"""Train one platecam model on synthetic data rendered on the fly.
+
+  python3 models/train/train.py --task ocr --minutes 30 --seed 1234 --ckpt /tmp/ocr.pt
+  python3 models/train/train.py --task det --minutes 30 --seed 1234 --ckpt /tmp/det.pt
+
+Training runs for a wall-clock budget (--minutes) or a fixed number of steps (--steps);
+the learning-rate schedule follows the fraction of the budget used.
+"""
+import argparse
+import math
+import os
+import sys
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import synth  # noqa: E402
+from nets import ALPHABET, OCR, SLOTS, Detector  # noqa: E402
+
+DET_TRAIN_H, DET_TRAIN_W = 320, 416
+OCR_H, OCR_W = 32, 128
+
+
+class OcrData(Dataset):
+    def __init__(self, seed, n=10 ** 8):
+        self.seed, self.n = seed, n
+
+    def __len__(self):
+        return self.n
+
+    def __getitem__(self, i):
+        hard = min(1.0, 0.2 + i / 40000.0)  # curriculum: clean crops first
+        a, label = synth.ocr_sample(synth.sample_rng(self.seed, i), OCR_W, OCR_H, hard=hard)
+        y = np.full(SLOTS, len(ALPHABET) - 1, np.int64)
+        for k, c in enumerate(label[:SLOTS]):
+            y[k] = ALPHABET.index(c)
+        return torch.from_numpy(a[None]), torch.from_numpy(y)
+
+
+def det_targets(boxes, H, W, stride=4):
+    hs, ws = H // stride, W // stride
+    heat = np.zeros((hs, ws), np.float32)
+    reg = np.zeros((4, hs, ws), np.float32)
+    regm = np.zeros((2, hs, ws), np.float32)  # [offset mask, size mask]
+    yy, xx = np.mgrid[0:hs, 0:ws].astype(np.float32)
+    for (x, y, w, h) in boxes:
+        cx, cy = (x + w / 2) / stride, (y + h / 2) / stride
+        gx, gy = int(cx), int(cy)
+        if not (0 <= gx < ws and 0 <= gy < hs):
+            continue
+        sx = max(0.6, w / stride * 0.16)
+        sy = max(0.6, h / stride * 0.16)
+        g = np.exp(-((xx - gx) ** 2 / (2 * sx * sx) + (yy - gy) ** 2 / (2 * sy * sy)))
+        heat = np.maximum(heat, g)
+        heat[gy, gx] = 1.0
+        lw, lh = math.log(max(w, 1) / stride), math.log(max(h, 1) / stride)
+        # size supervised on the centre cell and its close neighbours, offset on the centre cell
+        m = (g > 0.6)
+        reg[2][m] = lw
+        reg[3][m] = lh
+        regm[1][m] = 1.0
+        reg[0, gy, gx] = cx - gx
+        reg[1, gy, gx] = cy - gy
+        regm[0, gy, gx] = 1.0
+    return heat, reg, regm
+
+
+class DetData(Dataset):
+    def __init__(self, seed, n=10 ** 8):
+        self.seed, self.n = seed, n
+
+    def __len__(self):
+        return self.n
+
+    def __getitem__(self, i):
+        a, boxes = synth.scene_sample(synth.sample_rng(self.seed, i), DET_TRAIN_W, DET_TRAIN_H)
+        heat, reg, regm = det_targets(boxes, DET_TRAIN_H, DET_TRAIN_W)
+        return (torch.from_numpy(a[None]), torch.from_numpy(heat[None]), torch.from_numpy(reg),
+                torch.from_numpy(regm))
+
+
+def focal_loss(logits, gt):
+    p = torch.sigmoid(logits).clamp(1e-4, 1 - 1e-4)
+    pos = gt.eq(1).float()
+    neg = 1 - pos
+    pos_loss = torch.log(p) * (1 - p) ** 2 * pos
+    neg_loss = torch.log(1 - p) * p ** 2 * (1 - gt) ** 4 * neg
+    npos = pos.sum().clamp(min=1)
+    return -(pos_loss.sum() + neg_loss.sum()) / npos
+
+
+def det_loss(out, heat, reg, regm):
+    lh = focal_loss(out[:, 0:1], heat)
+    off = torch.sigmoid(out[:, 1:3])
+    m0 = regm[:, 0:1]
+    m1 = regm[:, 1:2]
+    loff = (F.l1_loss(off, reg[:, 0:2], reduction="none") * m0).sum() / m0.sum().clamp(min=1)
+    lsz = (F.l1_loss(out[:, 3:5], reg[:, 2:4], reduction="none") * m1).sum() / m1.sum().clamp(min=1)
+    return lh + loff + lsz, (lh.item(), loff.item(), lsz.item())
+
+
+def lr_at(frac, peak):
+    if frac < 0.05:
+        return peak * (0.1 + 0.9 * frac / 0.05)
+    return peak * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(1.0, (frac - 0.05) / 0.95))))
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--task", choices=["det", "ocr"], required=True)
+    ap.add_argument("--minutes", type=float, default=30)
+    ap.add_argument("--steps", type=int, default=0, help="fixed step count instead of a time budget")
+    ap.add_argument("--seed", type=int, default=1234)
+    ap.add_argument("--ckpt", required=True)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--batch", type=int, default=0)
+    ap.add_argument("--lr", type=float, default=0)
+    ap.add_argument("--label-smoothing", type=float, default=0.0)
+    args = ap.parse_args()
+
+    torch.manual_seed(args.seed)
+    torch.set_num_threads(args.threads)
+    if args.task == "ocr":
+        model = OCR()
+        data = OcrData(args.seed)
+        bs = args.batch or 32
+        peak = 2e-3
+    else:
+        model = Detector()
+        data = DetData(args.seed + 1)
+        bs = args.batch or 8
+        peak = 2e-3
+    loader = DataLoader(data, batch_size=bs, shuffle=False, num_workers=args.workers,
+                        persistent_workers=args.workers > 0, prefetch_factor=4 if args.workers else None)
+    peak = args.lr or peak
+    opt = torch.optim.AdamW(model.parameters(), lr=peak, weight_decay=1e-4)
+    budget = args.minutes * 60.0
+    t0 = time.time()
+    step = 0
+    seen = 0
+    ema = None
+    acc_ema = None
+    model.train()
+    for batch in loader:
+        el = time.time() - t0
+        frac = (step / args.steps) if args.steps else (el / budget)
+        if frac >= 1.0:
+            break
+        for g in opt.param_groups:
+            g["lr"] = lr_at(frac, peak)
+        if args.task == "ocr":
+            x, y = batch
+            out, ctc = model(x, ctc=True)
+            loss = F.cross_entropy(out.reshape(-1, out.shape[-1]), y.reshape(-1), label_smoothing=args.label_smoothing)
+            # auxiliary CTC on the columns (blank = pad class)
+            lp = F.log_softmax(ctc, 1).permute(2, 0, 1)  # [T, N, C]
+            blank = len(ALPHABET) - 1
+            lens = (y != blank).sum(1)
+            targets = torch.cat([y[k, :lens[k]] for k in range(y.shape[0])])
+            lctc = F.ctc_loss(lp, targets, torch.full((y.shape[0],), lp.shape[0], dtype=torch.long), lens,
+                              blank=blank, zero_infinity=True)
+            loss = loss + 0.5 * lctc
+            with torch.no_grad():
+                acc = (out.argmax(-1) == y).all(1).float().mean().item()
+            acc_ema = acc if acc_ema is None else 0.98 * acc_ema + 0.02 * acc
+            parts = ()
+        else:
+            x, heat, reg, regm = batch
+            out = model(x, raw=True)
+            loss, parts = det_loss(out, heat, reg, regm)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+        opt.step()
+        step += 1
+        seen += x.shape[0]
+        ema = loss.item() if ema is None else 0.98 * ema + 0.02 * loss.item()
+        if step % 50 == 0:
+            msg = "[%s] step %d  %.1f min  %d samples (%.1f/s)  loss %.4f  lr %.5f" % (
+                args.task, step, el / 60, seen, seen / max(el, 1e-6), ema, opt.param_groups[0]["lr"])
+            if acc_ema is not None:
+                msg += "  exact %.3f" % acc_ema
+            if parts:
+                msg += "  (heat %.3f off %.3f size %.3f)" % parts
+            print(msg, flush=True)
+        if step % 500 == 0:
+            torch.save({"model": model.state_dict(), "step": step, "seen": seen}, args.ckpt)
+    torch.save({"model": model.state_dict(), "step": step, "seen": seen,
+                "minutes": (time.time() - t0) / 60}, args.ckpt)
+    print("[%s] done: %d steps, %d samples, %.1f min" % (args.task, step, seen, (time.time() - t0) / 60),
+          flush=True)
+
+
+if __name__ == "__main__":
+    main()

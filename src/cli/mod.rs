@@ -1,0 +1,126 @@
+//! Command-line interface: argument definitions and dispatch. Each command lives in its own file.
+
+mod daemon;
+mod outbox;
+mod recognize;
+
+use std::path::{Path, PathBuf};
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{self, Config};
+
+pub const DEFAULT_CONFIG: &str = "/etc/platecam/platecam.toml";
+
+/// platecam: reads licence plates from a camera, buffers every read durably, and delivers it over
+/// MQTT.
+#[derive(Debug, Parser)]
+#[command(name = "platecam", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon: capture, recognise, buffer and publish until stopped (SIGTERM/SIGINT) or
+    /// every replay source has ended. Exit 0 on a clean stop, 78 on bad config or models.
+    Run {
+        /// Config file (TOML).
+        #[arg(long, short, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+    /// Check a config file and report every problem at once, with key and line. Exit 78 if any.
+    CheckConfig {
+        #[arg(long, short, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+    /// Print the default config, every key commented.
+    PrintDefaultConfig,
+    /// Read the plates in still images (a one-shot check for installers and evaluations).
+    Recognize {
+        /// Config file whose [recognition] section picks the models (default: our own models).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// One JSON object per image and line:
+        /// {"image","plates":[{"text","confidence","bbox":[x,y,w,h]}],"ms":{...}}.
+        #[arg(long)]
+        json: bool,
+        /// Treat each image as a plate crop: run only the OCR on the whole image.
+        #[arg(long)]
+        ocr_only: bool,
+        /// Image files (JPEG or PNG).
+        #[arg(required = true)]
+        images: Vec<PathBuf>,
+    },
+    /// Inspect the outbox of a stopped daemon (sled allows one process at a time).
+    Outbox {
+        #[command(subcommand)]
+        action: OutboxAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OutboxAction {
+    /// Count of buffered reads, bytes, evictions, oldest read.
+    Stats {
+        #[arg(long, short, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Every buffered read, oldest first (as JSON lines with --json).
+    List {
+        #[arg(long, short, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Runs a command; returns the process exit code.
+pub fn run(cli: Cli) -> anyhow::Result<u8> {
+    match cli.command {
+        Command::Run { config } => daemon::run(&config),
+        Command::CheckConfig { config } => check_config(&config),
+        Command::PrintDefaultConfig => {
+            print!("{}", config::DEFAULT_TOML);
+            Ok(0)
+        }
+        Command::Recognize {
+            config,
+            json,
+            ocr_only,
+            images,
+        } => recognize::run(config.as_deref(), json, ocr_only, &images),
+        Command::Outbox { action } => match action {
+            OutboxAction::Stats { config, json } => outbox::stats(&config, json),
+            OutboxAction::List { config, json } => outbox::list(&config, json),
+        },
+    }
+}
+
+fn check_config(path: &Path) -> anyhow::Result<u8> {
+    match load_config(path, true) {
+        Ok(_) => {
+            println!("{}: ok", path.display());
+            Ok(0)
+        }
+        Err(code) => Ok(code),
+    }
+}
+
+/// Loads a config, printing every problem to stderr. `Err` carries the exit code (78).
+pub(crate) fn load_config(path: &Path, for_run: bool) -> Result<Config, u8> {
+    let checked = config::load(path).and_then(|loaded| {
+        let mut problems = loaded.check_machine();
+        if for_run {
+            problems.extend(loaded.check_for_run());
+        }
+        loaded.into_result(problems)
+    });
+    checked.map_err(|e| {
+        eprintln!("platecam: {e}");
+        crate::EXIT_CONFIG as u8
+    })
+}

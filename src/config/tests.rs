@@ -1,0 +1,464 @@
+use std::time::Duration;
+
+use bytesize::ByteSize;
+
+use super::*;
+
+/// The problems of a config that should not load.
+fn problems(text: &str) -> Vec<Problem> {
+    match load_str(text, "t.toml") {
+        Ok(_) => panic!("expected problems in:\n{text}"),
+        Err(ConfigError::Invalid { problems, .. }) => problems,
+        Err(e) => panic!("unexpected error {e}"),
+    }
+}
+
+fn keys_lines(ps: &[Problem]) -> Vec<(&str, Option<usize>)> {
+    ps.iter().map(|p| (p.key.as_str(), p.line)).collect()
+}
+
+fn json<T: serde::Serialize>(v: &T) -> serde_json::Value {
+    serde_json::to_value(v).unwrap()
+}
+
+#[test]
+fn default_toml_is_valid_and_equals_the_defaults() {
+    let loaded = load_str(DEFAULT_TOML, "default.toml").unwrap_or_else(|e| panic!("{e}"));
+    let expected = Config {
+        cameras: vec![CameraConfig::default()],
+        ..Config::default()
+    };
+    assert_eq!(json(&loaded), json(&expected));
+}
+
+#[test]
+fn default_toml_mentions_every_key() {
+    let mut keys = Vec::new();
+    let full = Config {
+        cameras: vec![CameraConfig::default()],
+        location: Some(LocationConfig {
+            lat: 0.0,
+            lon: 0.0,
+            heading: Some(0.0),
+        }),
+        ..Config::default()
+    };
+    collect_keys(&json(&full), &mut keys);
+    keys.extend(
+        [
+            "recognition",
+            "detector",
+            "ocr",
+            "min_confidence",
+            "format",
+            "path",
+            "config",
+        ]
+        .map(String::from),
+    );
+    keys.extend(
+        [
+            "score_threshold",
+            "ca",
+            "cert",
+            "key",
+            "username",
+            "password_file",
+        ]
+        .map(String::from),
+    );
+    let docs = include_str!("../../docs/configuration.md");
+    for k in keys {
+        assert!(
+            DEFAULT_TOML.contains(&k),
+            "default.toml does not mention `{k}`"
+        );
+        assert!(
+            docs.contains(&format!("`{k}`")) || docs.contains(&format!("[{k}]")),
+            "docs/configuration.md does not mention `{k}`"
+        );
+    }
+}
+
+fn collect_keys(v: &serde_json::Value, out: &mut Vec<String>) {
+    match v {
+        serde_json::Value::Object(m) => {
+            for (k, v) in m {
+                out.push(k.clone());
+                collect_keys(v, out);
+            }
+        }
+        serde_json::Value::Array(a) => a.iter().for_each(|v| collect_keys(v, out)),
+        _ => {}
+    }
+}
+
+#[test]
+fn three_mistakes_are_all_reported_with_key_and_line() {
+    let text = r#"
+[device]
+id = "gate"
+
+[[camera]]
+name = "a"
+colour = "red"
+
+[[camera]]
+name = "b"
+fps = "ten"
+
+[mqtt]
+url = "http://broker"
+"#;
+    let ps = problems(text);
+    assert_eq!(
+        keys_lines(&ps),
+        vec![
+            ("camera[0].colour", Some(7)),
+            ("camera[1].fps", Some(11)),
+            ("mqtt.url", Some(14)),
+        ],
+        "{ps:#?}"
+    );
+    assert!(ps[0].message.contains("unknown key"), "{}", ps[0].message);
+    assert!(ps[2].message.contains("mqtt://"), "{}", ps[2].message);
+}
+
+#[test]
+fn invalid_display_lists_every_problem_one_per_line() {
+    let err = load_str("[mqtt]\ninflight = 0\nkeep_alive = \"0s\"\n", "/etc/p.toml").unwrap_err();
+    let shown = err.to_string();
+    let lines: Vec<&str> = shown.lines().collect();
+    assert_eq!(lines.len(), 2, "{shown}");
+    assert!(
+        lines[0].starts_with("/etc/p.toml:3: mqtt.keep_alive: "),
+        "{shown}"
+    );
+    assert!(
+        lines[1].starts_with("/etc/p.toml:2: mqtt.inflight: "),
+        "{shown}"
+    );
+}
+
+#[test]
+fn syntax_error_reports_its_line() {
+    let ps = problems("[mqtt]\nurl = \"mqtt://x\"\nprefix = \n");
+    assert_eq!(ps.len(), 1, "{ps:#?}");
+    assert_eq!(ps[0].line, Some(3));
+    assert_eq!(ps[0].key, "");
+    assert!(ps[0].message.contains("TOML syntax error"));
+    let ps = problems("[mqtt]\nurl = \"a\"\nurl = \"b\"\n");
+    assert_eq!(ps[0].line, Some(3), "{ps:#?}");
+}
+
+#[test]
+fn full_config_loads() {
+    let text = r#"
+[device]
+id = "gate-north"
+
+[[camera]]
+name = "front"
+source = "v4l2:///dev/video2"
+fps = 15
+width = 1920
+height = 1080
+format = "MJPEG"
+
+[[camera]]
+name = "replay"
+source = "replay:///srv/samples"
+hold_frames = 6
+gap_frames = 2
+loop = true
+
+[mqtt]
+url = "mqtts://broker.example.org"
+prefix = "site/a"
+client_id = "gate-north-1"
+ca = "/etc/platecam/ca.pem"
+cert = "/etc/platecam/client.pem"
+key = "/etc/platecam/client.key"
+username = "gate"
+password_file = "/etc/platecam/pw"
+keep_alive = "1m"
+inflight = 20
+health_interval = "2m"
+reconnect_max = "1m 30s"
+drain_timeout = "10s"
+max_packet_size = "4MiB"
+
+[storage]
+dir = "/data/platecam"
+max_bytes = "512 MiB"
+min_free_bytes = 1048576
+eviction = "crops-first"
+
+[recognition]
+min_confidence = 0.6
+[recognition.detector]
+format = "yolo-end2end"
+path = "/m/det.onnx"
+score_threshold = 0.35
+[recognition.ocr]
+format = "fast-plate-ocr"
+path = "/m/ocr.onnx"
+config = "/m/ocr.yaml"
+
+[tracking]
+iou_match = 0.3
+max_gap = "1s"
+min_frames = 2
+candidates = 3
+
+[location]
+lat = 52.1
+lon = 5.2
+heading = 270
+
+[logging]
+level = "info,platecam=debug"
+"#;
+    let loaded = load_text(text, "full.toml").unwrap_or_else(|e| panic!("{e}"));
+    let c = &loaded.config;
+    assert_eq!(c.cameras.len(), 2);
+    assert_eq!(
+        c.cameras[1].source_spec(),
+        Ok(SourceSpec::Replay("/srv/samples".into()))
+    );
+    assert!(c.cameras[1].repeat);
+    let ep = c.mqtt.endpoint().unwrap();
+    assert_eq!(
+        (ep.tls, ep.host.as_str(), ep.port),
+        (true, "broker.example.org", 8883)
+    );
+    assert_eq!(c.mqtt.reconnect_max, Duration::from_secs(90));
+    assert_eq!(c.storage.eviction, EvictionPolicy::CropsFirst);
+    let ocr = c.recognition.as_ref().and_then(|r| r.ocr.as_ref()).unwrap();
+    assert_eq!(ocr.format, ModelFormat::FastPlateOcr);
+    assert_eq!(c.location.as_ref().and_then(|l| l.heading), Some(270.0));
+    assert_eq!(loaded.lines.line("mqtt.ca"), Some(24));
+    assert_eq!(loaded.lines.line("camera[1]"), Some(13));
+    // None of these files exist here: every one is a machine problem, with its line.
+    let machine = loaded.check_machine();
+    let keys: Vec<&str> = machine.iter().map(|p| p.key.as_str()).collect();
+    for k in [
+        "recognition.detector.path",
+        "recognition.ocr.path",
+        "recognition.ocr.config",
+        "mqtt.ca",
+        "mqtt.cert",
+        "mqtt.key",
+        "mqtt.password_file",
+        "camera[1].source",
+    ] {
+        assert!(keys.contains(&k), "{k} missing from {machine:#?}");
+    }
+    assert!(machine.iter().all(|p| p.line.is_some()), "{machine:#?}");
+    assert!(loaded.check_for_run().is_empty());
+}
+
+#[test]
+fn humane_units_parse() {
+    let c = load_str(
+        r#"
+[mqtt]
+keep_alive = "2m"
+health_interval = "1h 30m"
+drain_timeout = "250ms"
+max_packet_size = "512 KiB"
+[storage]
+max_bytes = "2GiB"
+min_free_bytes = 10000000
+[tracking]
+max_gap = "1.5s"
+"#,
+        "u.toml",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(c.mqtt.keep_alive, Duration::from_secs(120));
+    assert_eq!(c.mqtt.health_interval, Duration::from_secs(5400));
+    assert_eq!(c.mqtt.drain_timeout, Duration::from_millis(250));
+    assert_eq!(c.mqtt.max_packet_size, ByteSize::kib(512));
+    assert_eq!(c.storage.max_bytes, ByteSize::gib(2));
+    assert_eq!(c.storage.min_free_bytes, ByteSize::b(10_000_000));
+    assert_eq!(c.tracking.max_gap, Duration::from_millis(1500));
+
+    let ps = problems("[mqtt]\nkeep_alive = 30\n[storage]\nmax_bytes = \"2 zebras\"\n");
+    assert_eq!(
+        keys_lines(&ps),
+        vec![("mqtt.keep_alive", Some(2)), ("storage.max_bytes", Some(4))]
+    );
+    assert!(ps[0].message.contains("\"30s\""), "{}", ps[0].message);
+    assert!(ps[1].message.contains("MiB"), "{}", ps[1].message);
+}
+
+#[test]
+fn printed_config_reads_back() {
+    let c = Config {
+        // An empty id, written out, is refused ("leave the key out"), so print a set one.
+        device: DeviceConfig { id: "gate".into() },
+        cameras: vec![CameraConfig::default()],
+        ..Config::default()
+    };
+    let text = toml::to_string(&c).unwrap();
+    let back = load_str(&text, "printed").unwrap_or_else(|e| panic!("{e}\n{text}"));
+    assert_eq!(json(&back), json(&c));
+}
+
+/// Each semantic check: (config text, key, line).
+#[test]
+fn semantic_checks_report_key_and_line() {
+    let cases: &[(&str, &str, usize)] = &[
+        ("[device]\nid = \"a/b\"", "device.id", 2),
+        ("[device]\nid = \"\"", "device.id", 2),
+        ("[[camera]]\nname = \"\"", "camera[0].name", 2),
+        (
+            "[[camera]]\nname = \"a\"\n[[camera]]\nname = \"a\"",
+            "camera[1].name",
+            4,
+        ),
+        ("[[camera]]\nsource = \"rtsp://x\"", "camera[0].source", 2),
+        ("[[camera]]\nsource = \"replay:\"", "camera[0].source", 2),
+        ("[[camera]]\nsource = \"v4l2://\"", "camera[0].source", 2),
+        ("[[camera]]\nfps = 0", "camera[0].fps", 2),
+        ("[[camera]]\nfps = 121", "camera[0].fps", 2),
+        ("[[camera]]\nhold_frames = 0", "camera[0].hold_frames", 2),
+        ("[[camera]]\nformat = \"RGB3\"", "camera[0].format", 2),
+        ("[[camera]]\nwidth = 0", "camera[0].width", 2),
+        ("[mqtt]\nurl = \"mqtt://\"", "mqtt.url", 2),
+        ("[mqtt]\nurl = \"mqtt://host:99999\"", "mqtt.url", 2),
+        ("[mqtt]\nurl = \"mqtt://u:p@host\"", "mqtt.url", 2),
+        ("[mqtt]\nprefix = \"/a\"", "mqtt.prefix", 2),
+        ("[mqtt]\nprefix = \"a/\"", "mqtt.prefix", 2),
+        ("[mqtt]\nprefix = \"a/#\"", "mqtt.prefix", 2),
+        ("[mqtt]\nprefix = \"\"", "mqtt.prefix", 2),
+        ("[mqtt]\nkeep_alive = \"500ms\"", "mqtt.keep_alive", 2),
+        ("[mqtt]\ninflight = 0", "mqtt.inflight", 2),
+        ("[mqtt]\ninflight = 101", "mqtt.inflight", 2),
+        ("[mqtt]\nhealth_interval = \"0s\"", "mqtt.health_interval", 2),
+        ("[mqtt]\nreconnect_max = \"0s\"", "mqtt.reconnect_max", 2),
+        ("[mqtt]\nmax_packet_size = \"1 KiB\"", "mqtt.max_packet_size", 2),
+        ("[mqtt]\nmax_packet_size = \"1 GiB\"", "mqtt.max_packet_size", 2),
+        // Absent keys point at their table.
+        ("\n[mqtt]\nurl = \"mqtts://broker\"", "mqtt.ca", 2),
+        ("[mqtt]\nca = \"/ca.pem\"", "mqtt.ca", 2),
+        (
+            "[mqtt]\nurl = \"mqtts://b\"\nca = \"/c\"\ncert = \"/c.pem\"",
+            "mqtt.key",
+            1,
+        ),
+        ("[mqtt]\nusername = \"u\"", "mqtt.password_file", 1),
+        ("[mqtt]\n\npassword_file = \"/pw\"", "mqtt.username", 1),
+        ("[storage]\nmax_bytes = \"1 KiB\"", "storage.max_bytes", 2),
+        ("[tracking]\niou_match = 0.0", "tracking.iou_match", 2),
+        ("[tracking]\niou_match = 1.5", "tracking.iou_match", 2),
+        ("[tracking]\ncandidates = 0", "tracking.candidates", 2),
+        ("[tracking]\ncandidates = 21", "tracking.candidates", 2),
+        ("[tracking]\nmin_frames = 0", "tracking.min_frames", 2),
+        (
+            "[recognition.ocr]\nformat = \"fast-plate-ocr\"\npath = \"/o.onnx\"",
+            "recognition.ocr.config",
+            1,
+        ),
+        (
+            "[recognition.detector]\nformat = \"yolo-end2end\"\npath = \"/d\"\nscore_threshold = 1.0",
+            "recognition.detector.score_threshold",
+            4,
+        ),
+        (
+            "[recognition.detector]\nformat = \"fast-plate-ocr\"\npath = \"/d\"\nconfig = \"/c\"",
+            "recognition.detector.format",
+            2,
+        ),
+        ("[recognition]\nmin_confidence = 2.0", "recognition.min_confidence", 2),
+        ("[location]\nlat = 91.0\nlon = 0.0", "location.lat", 2),
+        ("[logging]\nlevel = \"platecam=loud\"", "logging.level", 2),
+    ];
+    for (text, key, line) in cases {
+        let ps = problems(text);
+        assert!(
+            ps.iter().any(|p| p.key == *key && p.line == Some(*line)),
+            "expected {key} at line {line} for:\n{text}\ngot {ps:#?}"
+        );
+    }
+}
+
+#[test]
+fn missing_required_key_is_reported_on_that_key() {
+    let ps = problems("[recognition.detector]\nformat = \"platecam\"\n");
+    assert_eq!(
+        keys_lines(&ps),
+        vec![("recognition.detector.path", Some(1))]
+    );
+    let ps = problems("[storage]\neviction = \"newest-first\"\n");
+    assert_eq!(keys_lines(&ps), vec![("storage.eviction", Some(2))]);
+}
+
+#[test]
+fn errors_in_inline_tables_and_dotted_keys_are_located() {
+    let ps = problems("camera = [{ name = \"a\" }, { fps = \"x\" }]\nmqtt.inflight = \"many\"\n");
+    assert_eq!(
+        keys_lines(&ps),
+        vec![("camera[1].fps", Some(1)), ("mqtt.inflight", Some(2))]
+    );
+    let ps = problems("mqtt = 5\n");
+    assert_eq!(keys_lines(&ps), vec![("mqtt", Some(1))]);
+}
+
+#[test]
+fn run_needs_a_camera() {
+    let loaded =
+        load_text("[mqtt]\nurl = \"mqtt://b\"\n", "r.toml").unwrap_or_else(|e| panic!("{e}"));
+    let ps = loaded.check_for_run();
+    assert_eq!(keys_lines(&ps), vec![("camera", None)]);
+    assert_eq!(check_for_run(&loaded.config).len(), 1);
+    assert!(loaded.into_result(ps).is_err());
+}
+
+#[test]
+fn machine_checks_pass_when_files_exist() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("ca.pem");
+    std::fs::write(&f, "x").unwrap();
+    let text = format!(
+        "[[camera]]\nsource = \"replay://{d}\"\n[mqtt]\nurl = \"mqtts://b\"\nca = \"{f}\"\n[storage]\ndir = \"{d}\"\n",
+        d = dir.path().display(),
+        f = f.display()
+    );
+    let loaded = load_text(&text, "m.toml").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(loaded.check_machine(), vec![]);
+
+    let text = format!("[storage]\ndir = \"{}\"\n", f.display());
+    let loaded = load_text(&text, "m.toml").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        keys_lines(&loaded.check_machine()),
+        vec![("storage.dir", Some(2))]
+    );
+}
+
+#[test]
+fn endpoint_parsing() {
+    let p = |u: &str| MqttEndpoint::parse(u).map(|e| (e.tls, e.host, e.port));
+    assert_eq!(p("mqtt://b"), Ok((false, "b".into(), 1883)));
+    assert_eq!(p("mqtt://b:1884/"), Ok((false, "b".into(), 1884)));
+    assert_eq!(p("mqtts://[::1]:8884"), Ok((true, "::1".into(), 8884)));
+    assert!(p("mqtt://b:0").is_err());
+    assert!(p("mqtt://b/topic").is_err());
+    assert!(p("tcp://b").is_err());
+}
+
+#[test]
+fn odd_shapes_end_with_problems_not_a_hang() {
+    for text in [
+        "camera = [1, 2]\n",
+        "camera = \"x\"\n",
+        "camera = [[1], {fps = []}]\n",
+        "[location]\nheading = 3.0\n",
+        "[mqtt]\nurl = 1\nprefix = []\ninflight = -1\nkeep_alive = {a = 1}\n",
+        "recognition = { detector = { format = 1, path = 2, x = 3 } }\n",
+    ] {
+        let ps = problems(text);
+        assert!(!ps.is_empty() && ps.len() < 10, "{text}: {ps:#?}");
+    }
+}

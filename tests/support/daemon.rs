@@ -1,0 +1,191 @@
+//! Runs the real `platecam` binary as a child process and watches its log.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_platecam")
+}
+
+/// The repo's sample photos and their ground truth (`file x y w h PLATE`).
+pub fn samples() -> (PathBuf, Vec<(String, String)>) {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("samples");
+    let truth = std::fs::read_to_string(dir.join("groundtruth.tsv")).unwrap_or_default();
+    let rows = truth
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split('\t').collect();
+            (f.len() >= 6).then(|| (f[0].to_string(), f[5].to_string()))
+        })
+        .collect();
+    (dir, rows)
+}
+
+/// What a test run's config varies.
+pub struct RunConfig<'a> {
+    pub state: &'a Path,
+    pub replay: &'a Path,
+    pub port: u16,
+    pub repeat: bool,
+    pub drain_timeout: &'a str,
+    /// Extra `[storage]` keys.
+    pub storage: &'a str,
+}
+
+impl RunConfig<'_> {
+    pub fn toml(&self) -> String {
+        format!(
+            r#"
+[device]
+id = "test-{port}"
+
+[[camera]]
+name = "lane1"
+source = "replay://{replay}"
+fps = 20
+hold_frames = 3
+gap_frames = 3
+loop = {repeat}
+
+# Photos are 50 ms apart on the replay timeline and the gaps 150 ms: a pass ends after 100 ms.
+[tracking]
+max_gap = "100ms"
+
+[mqtt]
+url = "mqtt://127.0.0.1:{port}"
+health_interval = "1s"
+reconnect_max = "1s"
+drain_timeout = "{drain}"
+
+[storage]
+dir = "{state}"
+{storage}
+"#,
+            port = self.port,
+            replay = self.replay.display(),
+            repeat = self.repeat,
+            drain = self.drain_timeout,
+            state = self.state.display(),
+            storage = self.storage,
+        )
+    }
+
+    /// Writes the config next to the state folder and returns its path.
+    pub fn write(&self) -> PathBuf {
+        let path = self.state.with_extension("toml");
+        std::fs::write(&path, self.toml()).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        path
+    }
+}
+
+/// A running daemon whose stderr lines are collected.
+pub struct Daemon {
+    pub child: Child,
+    lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl Daemon {
+    pub fn start(config_path: &Path) -> Daemon {
+        let mut child = Command::new(bin())
+            .args(["run", "--config"])
+            .arg(config_path)
+            .env("PLATECAM_LOG", "info")
+            .env_remove("JOURNAL_STREAM")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin()));
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        if let Some(stderr) = child.stderr.take() {
+            let sink = lines.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                    sink.lock().unwrap().push(line);
+                }
+            });
+        }
+        Daemon { child, lines }
+    }
+
+    pub fn lines(&self) -> Vec<String> {
+        self.lines.lock().unwrap().clone()
+    }
+
+    /// Ids of the reads the daemon logged as accepted (synced to the outbox).
+    pub fn accepted_ids(&self) -> Vec<String> {
+        self.lines()
+            .iter()
+            .filter(|l| l.contains("read accepted"))
+            .filter_map(|l| field(l, "id"))
+            .collect()
+    }
+
+    pub fn wait_for(&self, what: impl Fn(&[String]) -> bool, limit: Duration) -> bool {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if what(&self.lines()) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    }
+
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                // Let the reader thread take the last lines.
+                std::thread::sleep(Duration::from_millis(100));
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `key=value` from a tracing fmt line (values may be quoted).
+pub fn field(line: &str, key: &str) -> Option<String> {
+    let start = line.find(&format!(" {key}="))? + key.len() + 2;
+    let rest = &line[start..];
+    let value = if let Some(stripped) = rest.strip_prefix('"') {
+        stripped.split('"').next()?
+    } else {
+        rest.split_whitespace().next()?
+    };
+    Some(value.to_string())
+}
+
+/// Runs a platecam command to completion, `path` appended to `args`: (exit code, stdout, stderr).
+pub fn platecam(args: &[&str], path: Option<&Path>) -> (i32, String, String) {
+    let mut cmd = Command::new(bin());
+    cmd.args(args).env_remove("JOURNAL_STREAM");
+    if let Some(path) = path {
+        cmd.arg(path);
+    }
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", bin()));
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
