@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
-use support::daemon::{platecam, samples, Daemon, RunConfig};
+use support::daemon::{platecam, samples, Daemon, RunConfig, Watcher};
 use support::mosquitto::{Mosquitto, Received, Subscriber};
 
 use platecam::wire::{HealthMessage, ReadMessage};
@@ -56,6 +56,7 @@ async fn replay_of_n_photos_gives_n_reads_with_crops() {
         repeat: false,
         drain_timeout: "20s",
         storage: "",
+        logging: "",
     }
     .write();
     let mut daemon = Daemon::start(&cfg);
@@ -101,6 +102,7 @@ async fn broker_down_then_up_delivers_every_accepted_read_in_order() {
         repeat: false,
         drain_timeout: "60s",
         storage: "",
+        logging: "",
     }
     .write();
     let mut daemon = Daemon::start(&cfg);
@@ -145,6 +147,7 @@ async fn kill_9_twenty_times_loses_no_accepted_read() {
         repeat: true,
         drain_timeout: "10s",
         storage: "",
+        logging: "",
     }
     .write();
     let mut accepted = Vec::new();
@@ -169,6 +172,7 @@ async fn kill_9_twenty_times_loses_no_accepted_read() {
         repeat: false,
         drain_timeout: "30s",
         storage: "",
+        logging: "",
     };
     let drain_cfg = tmp.path().join("drain.toml");
     std::fs::write(&drain_cfg, drain.toml()).expect("write config");
@@ -214,6 +218,7 @@ async fn quota_reached_with_broker_down_evicts_and_reports_it() {
         repeat: true,
         drain_timeout: "10s",
         storage: "max_bytes = \"48KiB\"",
+        logging: "",
     }
     .write();
     let mut daemon = Daemon::start(&cfg);
@@ -290,8 +295,14 @@ async fn garbage_outbox_and_corrupt_photo_are_survived() {
         repeat: false,
         drain_timeout: "20s",
         storage: "",
+        logging: "mqtt_level = \"warn\"",
     }
     .write();
+    let port = broker.port.to_string();
+    let url = format!("mqtt://127.0.0.1:{port}");
+    let device = format!("test-{port}");
+    let watcher = Watcher::start(&["logs", "--broker", &url, "--device", &device, "--follow"]);
+    std::thread::sleep(Duration::from_millis(500));
     let mut daemon = Daemon::start(&cfg);
     let status = daemon.wait_exit(Duration::from_secs(120));
     assert_eq!(
@@ -322,4 +333,11 @@ async fn garbage_outbox_and_corrupt_photo_are_survived() {
     assert!(moved, "old outbox kept aside");
     let reads = reads_of(&collect_reads(&mut sub, 2, Duration::from_secs(10)).await);
     assert_eq!(reads.len(), 2, "both good photos read: {reads:?}");
+    let remote = watcher.lines();
+    assert!(
+        remote
+            .iter()
+            .any(|l| l.contains("WARN") && l.contains("0-corrupt.jpg")),
+        "`platecam logs --follow` printed the warning: {remote:#?}"
+    );
 }
