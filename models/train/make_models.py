@@ -175,8 +175,8 @@ def main():
                 "input": {"channels": 1, "height": OCR_H, "width": OCR_W},
                 "alphabet": ALPHABET, "pad_char": "_", "slots": SLOTS, "crop_margin": CROP_MARGIN},
         "provenance": {
-            "command": "python3 models/train/make_models.py --out %s --samples %s --minutes %g --seed %d" % (
-                args.out, args.samples, args.minutes, args.seed),
+            "command": "python3 models/train/make_models.py --out %s --samples %s --minutes %g --ocr-minutes %g --seed %d" % (
+                args.out, args.samples, args.minutes, args.ocr_minutes, args.seed),
             "seed": args.seed, "torch": torch.__version__, "device": "cpu (2 cores)",
             "minutes": args.minutes, "ocr_minutes": om, "det_minutes": dm,
             "ocr_steps": ock.get("step"), "ocr_samples": ock.get("seen"),

@@ -211,7 +211,7 @@ pub fn fleet(broker: &BrokerArgs, json: bool, wait: Duration) -> anyhow::Result<
             Some(h) => {
                 let fps: f64 = h.cameras.iter().map(|c| c.fps).sum();
                 println!(
-                    "{:<20} {:<8} {:<9} {:>7}s {:>7.1} {:>9} {:>9}s {:>9} {:>9}M  {}",
+                    "{:<20} {:<8} {:<9} {:>7}s {:>7.1} {:>9} {:>10} {:>9} {:>10}  {}",
                     u.device,
                     state,
                     version,

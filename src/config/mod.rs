@@ -126,7 +126,7 @@ impl Default for MqttConfig {
             username: None,
             password_file: None,
             keep_alive: Duration::from_secs(30),
-            inflight: 8,
+            inflight: 32,
             health_interval: Duration::from_secs(30),
             reconnect_max: Duration::from_secs(30),
             drain_timeout: Duration::from_secs(5),
