@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 use support::daemon::{platecam, samples, Daemon, RunConfig, Watcher};
 use support::mosquitto::{Mosquitto, Received, Subscriber};
 
-use platecam::wire::{HealthMessage, ReadMessage};
+use platecam::wire::{HealthMessage, ReadMessage, StatusMessage};
 
 fn reads_of(msgs: &[Received]) -> Vec<ReadMessage> {
     msgs.iter()
@@ -339,5 +339,58 @@ async fn garbage_outbox_and_corrupt_photo_are_survived() {
             .iter()
             .any(|l| l.contains("WARN") && l.contains("0-corrupt.jpg")),
         "`platecam logs --follow` printed the warning: {remote:#?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_and_exits_0() {
+    let broker = Mosquitto::start();
+    let mut sub = Subscriber::connect(broker.port, "platecam/+/#").await;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (dir, _) = samples();
+    let cfg = RunConfig {
+        state: &tmp.path().join("state"),
+        replay: &dir,
+        port: broker.port,
+        repeat: true,
+        drain_timeout: "10s",
+        storage: "",
+        logging: "",
+    }
+    .write();
+    let mut daemon = Daemon::start(&cfg);
+    let reading = daemon.wait_for(
+        |lines| lines.iter().any(|l| l.contains("read accepted")),
+        Duration::from_secs(120),
+    );
+    assert!(reading, "{:#?}", daemon.lines());
+    let pid = nix::unistd::Pid::from_raw(daemon.child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
+    let status = daemon.wait_exit(Duration::from_secs(30));
+    assert_eq!(
+        status.and_then(|s| s.code()),
+        Some(0),
+        "{:#?}",
+        daemon.lines()
+    );
+
+    let accepted = daemon.accepted_ids();
+    let mut msgs = collect_reads(&mut sub, accepted.len(), Duration::from_secs(5)).await;
+    while let Some(m) = sub.next(Duration::from_millis(500)).await {
+        msgs.push(m);
+    }
+    let delivered: HashSet<String> = reads_of(&msgs).into_iter().map(|r| r.id).collect();
+    assert!(
+        accepted.iter().all(|id| delivered.contains(id)),
+        "reads flushed at shutdown were delivered before exit"
+    );
+    let offline = msgs.iter().any(|m| {
+        m.topic.ends_with("/status")
+            && serde_json::from_slice::<StatusMessage>(&m.payload)
+                .is_ok_and(|s| s.state == "offline")
+    });
+    assert!(
+        offline,
+        "a clean stop publishes the retained offline status"
     );
 }
