@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use clap::{Parser, Subcommand};
 
-use crate::config::{self, Config, ConfigError};
+use crate::config::{self, Config};
 
 pub const DEFAULT_CONFIG: &str = "/etc/platecam/platecam.toml";
 
@@ -112,28 +112,15 @@ fn check_config(path: &Path) -> anyhow::Result<u8> {
 
 /// Loads a config, printing every problem to stderr. `Err` carries the exit code (78).
 pub(crate) fn load_config(path: &Path, for_run: bool) -> Result<Config, u8> {
-    let loaded = config::load_file(path);
-    let cfg = match loaded {
-        Ok(cfg) => cfg,
-        Err(e) => {
-            report_config_error(&e);
-            return Err(crate::EXIT_CONFIG as u8);
+    let checked = config::load(path).and_then(|loaded| {
+        let mut problems = loaded.check_machine();
+        if for_run {
+            problems.extend(loaded.check_for_run());
         }
-    };
-    let mut problems = config::check_machine(&cfg);
-    if for_run {
-        problems.extend(config::check_for_run(&cfg));
-    }
-    if problems.is_empty() {
-        return Ok(cfg);
-    }
-    report_config_error(&ConfigError::Invalid {
-        path: path.display().to_string(),
-        problems,
+        loaded.into_result(problems)
     });
-    Err(crate::EXIT_CONFIG as u8)
-}
-
-fn report_config_error(e: &ConfigError) {
-    eprintln!("platecam: {e}");
+    checked.map_err(|e| {
+        eprintln!("platecam: {e}");
+        crate::EXIT_CONFIG as u8
+    })
 }

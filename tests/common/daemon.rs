@@ -169,11 +169,14 @@ pub fn field(line: &str, key: &str) -> Option<String> {
     Some(value.to_string())
 }
 
-/// Runs a platecam command to completion: (exit code, stdout, stderr).
-pub fn platecam(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(bin())
-        .args(args)
-        .env_remove("JOURNAL_STREAM")
+/// Runs a platecam command to completion, `path` appended to `args`: (exit code, stdout, stderr).
+pub fn platecam(args: &[&str], path: Option<&Path>) -> (i32, String, String) {
+    let mut cmd = Command::new(bin());
+    cmd.args(args).env_remove("JOURNAL_STREAM");
+    if let Some(path) = path {
+        cmd.arg(path);
+    }
+    let out = cmd
         .output()
         .unwrap_or_else(|e| panic!("cannot run {}: {e}", bin()));
     (

@@ -1,0 +1,279 @@
+//! The whole daemon, as a child process: replayed photos -> our models -> sled outbox -> a real
+//! mosquitto. Each test starts its own broker on a free port.
+
+mod support;
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use support::daemon::{platecam, samples, Daemon, RunConfig};
+use support::mosquitto::{Mosquitto, Received, Subscriber};
+
+use platecam::wire::{HealthMessage, ReadMessage};
+
+fn reads_of(msgs: &[Received]) -> Vec<ReadMessage> {
+    msgs.iter()
+        .filter(|m| m.topic.ends_with("/reads"))
+        .filter_map(|m| serde_json::from_slice(&m.payload).ok())
+        .collect()
+}
+
+fn normalise(plate: &str) -> String {
+    plate
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .map(|c| c.to_ascii_uppercase())
+        .collect()
+}
+
+/// Waits until `want` reads arrived (or `limit`), returning every message seen.
+async fn collect_reads(sub: &mut Subscriber, want: usize, limit: Duration) -> Vec<Received> {
+    let until = tokio::time::Instant::now() + limit;
+    let mut all = Vec::new();
+    while reads_of(&all).len() < want && tokio::time::Instant::now() < until {
+        if let Some(m) = sub.next(Duration::from_millis(200)).await {
+            all.push(m);
+        }
+    }
+    all
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_of_n_photos_gives_n_reads_with_crops() {
+    let broker = Mosquitto::start();
+    let mut sub = Subscriber::connect(broker.port, "platecam/#").await;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (dir, truth) = samples();
+    assert!(truth.len() >= 5, "samples/groundtruth.tsv lists the sample photos");
+    let cfg = RunConfig {
+        state: &tmp.path().join("state"),
+        replay: &dir,
+        port: broker.port,
+        repeat: false,
+        drain_timeout: "20s",
+        storage: "",
+    }
+    .write();
+    let mut daemon = Daemon::start(&cfg);
+    let status = daemon.wait_exit(Duration::from_secs(120));
+    assert_eq!(status.and_then(|s| s.code()), Some(0), "{:#?}", daemon.lines());
+
+    let msgs = collect_reads(&mut sub, truth.len(), Duration::from_secs(5)).await;
+    let reads = reads_of(&msgs);
+    assert_eq!(reads.len(), truth.len(), "one read per photo: {reads:#?}");
+    let got: Vec<String> = reads.iter().map(|r| normalise(&r.plate)).collect();
+    let want: Vec<String> = truth.iter().map(|(_, p)| normalise(p)).collect();
+    assert_eq!(got, want, "plates in replay order");
+    let seqs: Vec<u64> = reads.iter().map(|r| r.seq).collect();
+    assert_eq!(seqs, (0..truth.len() as u64).collect::<Vec<_>>());
+
+    let crops: BTreeMap<&str, &[u8]> = msgs
+        .iter()
+        .filter_map(|m| Some((m.topic.rsplit_once("/crops/")?.1, m.payload.as_slice())))
+        .collect();
+    for r in &reads {
+        let info = r.crop.as_ref().expect("crop info");
+        let bytes = crops.get(r.id.as_str()).expect("crop published");
+        assert_eq!(hex::encode(Sha256::digest(bytes)), info.sha256);
+        assert_eq!(bytes.len(), info.bytes);
+        assert!(r.frames_seen >= 2, "voted over frames: {r:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_down_then_up_delivers_every_accepted_read_in_order() {
+    let mut broker = Mosquitto::down();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (dir, truth) = samples();
+    let cfg = RunConfig {
+        state: &tmp.path().join("state"),
+        replay: &dir,
+        port: broker.port,
+        repeat: false,
+        drain_timeout: "60s",
+        storage: "",
+    }
+    .write();
+    let mut daemon = Daemon::start(&cfg);
+    let all_accepted = daemon.wait_for(
+        |lines| lines.iter().filter(|l| l.contains("read accepted")).count() == truth.len(),
+        Duration::from_secs(120),
+    );
+    assert!(all_accepted, "{:#?}", daemon.lines());
+    std::thread::sleep(Duration::from_secs(2));
+    broker.start_process();
+    let mut sub = Subscriber::connect(broker.port, "platecam/+/reads").await;
+    let status = daemon.wait_exit(Duration::from_secs(60));
+    assert_eq!(status.and_then(|s| s.code()), Some(0), "{:#?}", daemon.lines());
+    let reads = reads_of(&collect_reads(&mut sub, truth.len(), Duration::from_secs(5)).await);
+    let _ = &mut sub;
+    let ids: Vec<String> = reads.iter().map(|r| r.id.clone()).collect();
+    assert_eq!(ids, daemon.accepted_ids(), "every accepted read, in seq order");
+    let seqs: Vec<u64> = reads.iter().map(|r| r.seq).collect();
+    assert_eq!(seqs, (0..truth.len() as u64).collect::<Vec<_>>());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_twenty_times_loses_no_accepted_read() {
+    let broker = Mosquitto::start();
+    let mut sub = Subscriber::connect(broker.port, "platecam/+/reads").await;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (dir, _) = samples();
+    let state = tmp.path().join("state");
+    let looping = RunConfig {
+        state: &state,
+        replay: &dir,
+        port: broker.port,
+        repeat: true,
+        drain_timeout: "10s",
+        storage: "",
+    }
+    .write();
+    let mut accepted = Vec::new();
+    let mut rng = fastrand::Rng::with_seed(20261126);
+    for round in 0..20 {
+        let mut daemon = Daemon::start(&looping);
+        // Random moments: during start-up, mid-pass, mid-append, mid-publish.
+        std::thread::sleep(Duration::from_millis(rng.u64(300..2500)));
+        daemon.kill9();
+        let ids = daemon.accepted_ids();
+        eprintln!("round {round}: {} reads accepted before kill -9", ids.len());
+        accepted.extend(ids);
+    }
+    assert!(accepted.len() >= 5, "the kills left time to accept reads");
+    // A last clean run over an empty replay delivers the backlog and exits.
+    let empty = tmp.path().join("empty");
+    std::fs::create_dir_all(&empty).expect("mkdir");
+    let drain = RunConfig {
+        state: &state,
+        replay: &empty,
+        port: broker.port,
+        repeat: false,
+        drain_timeout: "30s",
+        storage: "",
+    };
+    let drain_cfg = tmp.path().join("drain.toml");
+    std::fs::write(&drain_cfg, drain.toml()).expect("write config");
+    let mut daemon = Daemon::start(&drain_cfg);
+    let status = daemon.wait_exit(Duration::from_secs(60));
+    assert_eq!(status.and_then(|s| s.code()), Some(0), "{:#?}", daemon.lines());
+
+    let mut seen = HashSet::new();
+    let until = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !accepted.iter().all(|id| seen.contains(id)) && tokio::time::Instant::now() < until {
+        if let Some(m) = sub.next(Duration::from_millis(200)).await {
+            if let Ok(r) = serde_json::from_slice::<ReadMessage>(&m.payload) {
+                seen.insert(r.id);
+            }
+        }
+    }
+    let missing: Vec<&String> = accepted.iter().filter(|id| !seen.contains(*id)).collect();
+    assert!(missing.is_empty(), "accepted reads never delivered: {missing:?}");
+    let (code, out, _) = platecam(&["outbox", "stats", "--json", "--config"], Some(&drain_cfg));
+    assert_eq!(code, 0);
+    assert!(out.contains("\"count\":0"), "outbox drained: {out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quota_reached_with_broker_down_evicts_and_reports_it() {
+    let mut broker = Mosquitto::down();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (dir, _) = samples();
+    let state = tmp.path().join("state");
+    // 48 KiB of disk budget holds only a few reads with their crops.
+    let cfg = RunConfig {
+        state: &state,
+        replay: &dir,
+        port: broker.port,
+        repeat: true,
+        drain_timeout: "10s",
+        storage: "max_bytes = \"48KiB\"",
+    }
+    .write();
+    let mut daemon = Daemon::start(&cfg);
+    let evicted = daemon.wait_for(
+        |lines| lines.iter().any(|l| l.contains("outbox quota reached")),
+        Duration::from_secs(120),
+    );
+    assert!(evicted, "eviction logged: {:#?}", daemon.lines());
+    broker.start_process();
+    let mut sub = Subscriber::connect(broker.port, "platecam/+/health").await;
+    let mut health: Option<HealthMessage> = None;
+    let until = tokio::time::Instant::now() + Duration::from_secs(15);
+    while health.is_none() && tokio::time::Instant::now() < until {
+        if let Some(m) = sub.next(Duration::from_millis(500)).await {
+            health = serde_json::from_slice(&m.payload).ok();
+        }
+    }
+    let health = health.expect("a health message once the broker is up");
+    assert!(health.evictions > 0, "evictions counted in health: {health:?}");
+    assert!(daemon.child.try_wait().ok().flatten().is_none(), "still running");
+}
+
+#[test]
+fn config_with_three_mistakes_reports_all_with_lines_and_exits_78() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let cfg = tmp.path().join("bad.toml");
+    std::fs::write(
+        &cfg,
+        "[device]\nid = \"unit-1\"\ncolour = \"red\"\n\n[mqtt]\nurl = \"http://broker\"\nkeep_alive = 30\n",
+    )
+    .expect("write");
+    for cmd in ["check-config", "run"] {
+        let (code, _, err) = platecam(&[cmd, "--config"], Some(&cfg));
+        assert_eq!(code, 78, "{cmd}: {err}");
+        for (key, line) in [("device.colour", 3), ("mqtt.url", 6), ("mqtt.keep_alive", 7)] {
+            assert!(
+                err.contains(&format!(":{line}: {key}")),
+                "{cmd}: {key} at line {line} missing in:\n{err}"
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_outbox_and_corrupt_photo_are_survived() {
+    let broker = Mosquitto::start();
+    let mut sub = Subscriber::connect(broker.port, "platecam/+/reads").await;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (dir, truth) = samples();
+    let replay = tmp.path().join("photos");
+    std::fs::create_dir_all(&replay).expect("mkdir");
+    for (file, _) in truth.iter().take(2) {
+        std::fs::copy(dir.join(file), replay.join(file)).expect("copy sample");
+    }
+    std::fs::write(replay.join("0-corrupt.jpg"), b"\xFF\xD8 not really a jpeg").expect("write");
+    let state = tmp.path().join("state");
+    std::fs::create_dir_all(state.join("outbox")).expect("mkdir");
+    std::fs::write(state.join("outbox").join("db"), vec![0x5Au8; 65536]).expect("garbage");
+    std::fs::write(state.join("outbox").join("conf"), b"garbage").expect("garbage");
+    let cfg = RunConfig {
+        state: &state,
+        replay: &replay,
+        port: broker.port,
+        repeat: false,
+        drain_timeout: "20s",
+        storage: "",
+    }
+    .write();
+    let mut daemon = Daemon::start(&cfg);
+    let status = daemon.wait_exit(Duration::from_secs(120));
+    assert_eq!(status.and_then(|s| s.code()), Some(0), "{:#?}", daemon.lines());
+    let lines = daemon.lines();
+    assert!(
+        lines.iter().any(|l| l.contains("moving it aside")),
+        "{lines:#?}"
+    );
+    assert!(
+        lines.iter().any(|l| l.contains("WARN") && l.contains("0-corrupt.jpg")),
+        "corrupt photo named in a warning: {lines:#?}"
+    );
+    let moved = std::fs::read_dir(&state)
+        .expect("state dir")
+        .filter_map(Result::ok)
+        .any(|e| e.file_name().to_string_lossy().starts_with("outbox.corrupt-"));
+    assert!(moved, "old outbox kept aside");
+    let reads = reads_of(&collect_reads(&mut sub, 2, Duration::from_secs(10)).await);
+    assert_eq!(reads.len(), 2, "both good photos read: {reads:?}");
+}
