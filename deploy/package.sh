@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Build the platecam .deb (cargo-deb) from the dist build.
+#
+#   deploy/package.sh amd64|arm64       (also accepts x86_64|aarch64)
+#
+# Runs deploy/build.sh for the architecture, writes the default config (from the built
+# binary's `print-default-config`) into target/deb-staging/, then packages with cargo-deb
+# (installed with `cargo install cargo-deb --locked` if missing). The LAST line of output is
+# the absolute path of the .deb.
+#
+# Layout: /usr/bin/platecam, /usr/share/platecam/models/{detector.onnx,ocr.onnx,manifest.json},
+# /etc/platecam/platecam.toml (conffile), /lib/systemd/system/platecam.service; the unit's
+# StateDirectory= makes /var/lib/platecam. See [package.metadata.deb] in Cargo.toml.
+set -euo pipefail
+
+case "${1:-}" in
+  arm64 | aarch64) arch=aarch64; deb_arch=arm64; target=aarch64-unknown-linux-gnu ;;
+  amd64 | x86_64) arch=x86_64; deb_arch=amd64; target=x86_64-unknown-linux-gnu ;;
+  -h | --help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+  *) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
+esac
+
+cd "$(dirname "$0")/.."
+root=$PWD
+
+if ! cargo deb --version >/dev/null 2>&1; then
+  echo "installing cargo-deb" >&2
+  cargo install cargo-deb --locked >&2
+fi
+
+bin=$(deploy/build.sh "$arch" | tail -n 1)
+[ -x "$bin" ] || { echo "build did not produce a binary" >&2; exit 1; }
+
+# The default config, as the binary itself prints it. A cross-built binary cannot run here
+# unless qemu-user is installed; src/config/default.toml is what it embeds (include_str!).
+staging=$root/target/deb-staging
+mkdir -p "$staging"
+if "$bin" print-default-config >"$staging/platecam.toml.new" 2>/dev/null; then
+  echo "default config from: $bin print-default-config" >&2
+elif [ "$arch" = aarch64 ] && command -v qemu-aarch64 >/dev/null 2>&1 &&
+  QEMU_CPU=cortex-a72 qemu-aarch64 -L /usr/aarch64-linux-gnu "$bin" print-default-config >"$staging/platecam.toml.new"; then
+  echo "default config from: qemu-aarch64 $bin print-default-config" >&2
+else
+  cp src/config/default.toml "$staging/platecam.toml.new"
+  echo "default config from: src/config/default.toml (could not run $bin here)" >&2
+fi
+mv "$staging/platecam.toml.new" "$staging/platecam.toml"
+
+# --no-strip: the dist profile already strips (and a cross strip is not needed).
+out=$(cargo deb --no-build --no-strip --profile dist --target "$target" 2>&1 | tee /dev/stderr | tail -n 1)
+deb=$(printf '%s\n' "$out" | grep -o '/[^ ]*\.deb$' || true)
+if [ -z "$deb" ] || [ ! -f "$deb" ]; then echo "cargo deb did not report a .deb" >&2; exit 1; fi
+case "$deb" in *_"$deb_arch".deb) ;; *) echo "warning: $deb is not named for $deb_arch" >&2 ;; esac
+echo "$deb"
