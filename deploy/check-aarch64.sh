@@ -48,15 +48,15 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
 echo "x86_64 : $x86 ($(stat -c %s "$x86") bytes)"
-echo "aarch64: $arm ($(stat -c %s "$arm") bytes), $(file -b "$arm" | cut -d, -f1-2)"
+echo "aarch64: $arm ($(stat -c %s "$arm") bytes), $(file -b "$arm" 2>/dev/null | cut -d, -f1-2 || true)"
 
-t0=$(date +%s.%N)
+t0=$EPOCHREALTIME
 "$x86" "${args[@]}" "${images[@]}" >"$work/x86.jsonl"
-t1=$(date +%s.%N)
+t1=$EPOCHREALTIME
 QEMU_CPU=cortex-a72 qemu-aarch64 -L /usr/aarch64-linux-gnu "$arm" "${args[@]}" "${images[@]}" >"$work/arm.jsonl"
-t2=$(date +%s.%N)
-printf 'x86_64 native: %.1f s; aarch64 under qemu: %.1f s (%d images)\n' \
-  "$(echo "$t1 - $t0" | bc)" "$(echo "$t2 - $t1" | bc)" "${#images[@]}"
+t2=$EPOCHREALTIME
+awk -v a="$t0" -v b="$t1" -v c="$t2" -v n="${#images[@]}" \
+  'BEGIN { printf "x86_64 native: %.1f s; aarch64 under qemu: %.1f s (%d images)\n", b - a, c - b, n }'
 
 python3 - "$work/x86.jsonl" "$work/arm.jsonl" <<'EOF'
 import json, os, sys
