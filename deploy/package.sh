@@ -46,8 +46,23 @@ else
 fi
 mv "$staging/platecam.toml.new" "$staging/platecam.toml"
 
+# The newest glibc symbol version the binary needs (for the arm64 Depends: floor).
+glibc_need=$(readelf --dyn-syms --wide "$bin" | grep -o 'GLIBC_[0-9.]*' | sed 's/GLIBC_//' | sort -V | tail -n 1)
+echo "binary needs glibc >= ${glibc_need:-?}" >&2
+
+variant=()
+if [ "$deb_arch" = arm64 ]; then
+  # Cross-built: Depends comes from [package.metadata.deb.variants.arm64], not dpkg-shlibdeps.
+  floor=$(sed -n '/^\[package.metadata.deb.variants.arm64\]/,/^\[/s/.*libc6 (>= \([0-9.]*\)).*/\1/p' Cargo.toml)
+  if [ -z "$floor" ] || [ "$(printf '%s\n%s\n' "$glibc_need" "$floor" | sort -V | tail -n 1)" != "$floor" ]; then
+    echo "the arm64 binary needs glibc $glibc_need but Cargo.toml's arm64 variant says libc6 (>= ${floor:-?}): update it" >&2
+    exit 1
+  fi
+  variant=(--variant arm64)
+fi
+
 # --no-strip: the dist profile already strips (and a cross strip is not needed).
-out=$(cargo deb --no-build --no-strip --profile dist --target "$target" 2>&1 | tee /dev/stderr | tail -n 1)
+out=$(cargo deb --no-build --no-strip --profile dist --target "$target" "${variant[@]}" 2>&1 | tee /dev/stderr | tail -n 1)
 deb=$(printf '%s\n' "$out" | grep -o '/[^ ]*\.deb$' || true)
 if [ -z "$deb" ] || [ ! -f "$deb" ]; then echo "cargo deb did not report a .deb" >&2; exit 1; fi
 case "$deb" in *_"$deb_arch".deb) ;; *) echo "warning: $deb is not named for $deb_arch" >&2 ;; esac
