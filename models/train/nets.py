@@ -55,26 +55,36 @@ class Detector(nn.Module):
 
 
 class OCR(nn.Module):
-    """Fixed-slot plate reader: [N,1,32,128] -> [N, SLOTS, len(ALPHABET)] (softmax unless raw)."""
+    """Fixed-slot plate reader: [N,1,32,128] -> [N, SLOTS, len(ALPHABET)] (softmax unless raw).
+
+    Training also uses an auxiliary CTC head on 32 columns of the mid-level features (ctc=True);
+    it makes the backbone learn characters quickly and is not part of the exported graph."""
 
     def __init__(self, slots=SLOTS, nclass=len(ALPHABET)):
         super().__init__()
         self.slots, self.nclass = slots, nclass
-        self.f = nn.Sequential(
+        self.f1 = nn.Sequential(
             cbr(1, 16), nn.MaxPool2d(2),                       # 16x64
             cbr(16, 32), cbr(32, 48), nn.MaxPool2d(2),         # 8x32
-            cbr(48, 64), cbr(64, 64), nn.MaxPool2d(2),         # 4x16
+            cbr(48, 64), cbr(64, 64),                          # 8x32
+        )
+        self.f2 = nn.Sequential(
+            nn.MaxPool2d(2),                                   # 4x16
             cbr(64, 128), cbr(128, 128), nn.MaxPool2d(2),      # 2x8
         )
+        self.ctc = nn.Conv1d(64, nclass, 3, padding=1)
         self.fc1 = nn.Linear(128 * 2 * 8, 256)
-        self.drop = nn.Dropout(0.2)
+        self.drop = nn.Dropout(0.1)
         self.fc2 = nn.Linear(256, slots * nclass)
 
-    def forward(self, x, raw=False):
-        h = self.f(x)
-        h = torch.flatten(h, 1)
+    def forward(self, x, raw=False, ctc=False):
+        m = self.f1(x)
+        h = torch.flatten(self.f2(m), 1)
         h = self.drop(F.relu(self.fc1(h)))
         o = self.fc2(h).reshape(-1, self.slots, self.nclass)
+        if ctc:
+            c = self.ctc(m.mean(2))  # [N, nclass, 32]
+            return o, c
         if raw:
             return o
         return torch.softmax(o, -1)

@@ -690,10 +690,13 @@ def background(rng, W, H, cars=2):
 
 # ---------------------------------------------------------------- samples
 
-def ocr_sample(rng, W=128, H=32, style=None):
-    """A plate crop as the detector would deliver it: (float32 [H,W] grey, label)."""
+def ocr_sample(rng, W=128, H=32, style=None, hard=1.0):
+    """A plate crop as the detector would deliver it: (float32 [H,W] grey, label).
+
+    hard in [0,1] scales the degradations (curriculum: training starts with clean crops)."""
     plate, label, style = render_plate(rng, style)
-    plate = plate_effects(plate, rng)
+    if rng.random() < hard:
+        plate = plate_effects(plate, rng)
     pw, ph = plate.size
     # canvas with surroundings
     cw, ch = int(pw * 1.8), int(ph * 2.2)
@@ -702,15 +705,15 @@ def ocr_sample(rng, W=128, H=32, style=None):
     for _ in range(rng.randint(0, 4)):
         x, y = rng.uniform(0, cw), rng.uniform(0, ch)
         cd.rectangle([x, y, x + rng.uniform(10, cw), y + rng.uniform(5, ch / 2)], fill=rand_color(rng))
-    quad = random_quad(rng, pw, ph, rng.uniform(0.3, 1.0))
+    quad = random_quad(rng, pw, ph, rng.uniform(0.3, 1.0) * hard)
     quad = [(x + cw / 2, y + ch / 2) for x, y in quad]
     bx, by, bw, bh = warp_onto(canvas, plate, quad)
     # detector-like box jitter, then the crop margin applied by the Rust side (~crop_margin)
     m = 0.08
-    jx = rng.gauss(0, 0.05)
-    jy = rng.gauss(0, 0.08)
-    sw = math.exp(rng.gauss(0, 0.08))
-    sh = math.exp(rng.gauss(0, 0.12))
+    jx = rng.gauss(0, 0.05) * hard
+    jy = rng.gauss(0, 0.08) * hard
+    sw = math.exp(rng.gauss(0, 0.08) * hard)
+    sh = math.exp(rng.gauss(0, 0.12) * hard)
     cx, cy = bx + bw / 2 + jx * bw, by + bh / 2 + jy * bh
     w2, h2 = bw * sw * (1 + 2 * m), bh * sh * (1 + 2 * m)
     if rng.random() < 0.35:  # whole-plate crops as in cropped datasets (loose)
@@ -718,17 +721,17 @@ def ocr_sample(rng, W=128, H=32, style=None):
         cx, cy = bx + bw / 2, by + bh / 2
     box = (cx - w2 / 2, cy - h2 / 2, cx + w2 / 2, cy + h2 / 2)
     # effective resolution of the plate in the camera: 40..200 px wide
-    target_w = int(math.exp(rng.uniform(math.log(40), math.log(220))))
+    target_w = int(math.exp(rng.uniform(math.log(40 + 60 * (1 - hard)), math.log(220))))
     scale = target_w / w2
     crop = canvas.crop(tuple(int(round(v)) for v in box))
     small = crop.resize((max(8, int(crop.width * scale)), max(4, int(crop.height * scale))), Image.BILINEAR)
-    small = blur_pil(small, rng)
-    if rng.random() < 0.6:
+    small = blur_pil(small, rng, hard)
+    if rng.random() < 0.6 * hard:
         small = jpeg(small, rng, 20, 90)
     out = small.resize((W, H), Image.BILINEAR)
     a = to_grey(out)
-    a = photometric(a, rng)
-    a = add_noise(a, rng, rng.uniform(0, 0.06) if rng.random() < 0.7 else 0)
+    a = photometric(a, rng, hard)
+    a = add_noise(a, rng, rng.uniform(0, 0.06) * hard if rng.random() < 0.7 else 0)
     return a, label
 
 

@@ -33,7 +33,8 @@ class OcrData(Dataset):
         return self.n
 
     def __getitem__(self, i):
-        a, label = synth.ocr_sample(synth.sample_rng(self.seed, i), OCR_W, OCR_H)
+        hard = min(1.0, 0.2 + i / 40000.0)  # curriculum: clean crops first
+        a, label = synth.ocr_sample(synth.sample_rng(self.seed, i), OCR_W, OCR_H, hard=hard)
         y = np.full(SLOTS, len(ALPHABET) - 1, np.int64)
         for k, c in enumerate(label[:SLOTS]):
             y[k] = ALPHABET.index(c)
@@ -154,8 +155,16 @@ def main():
             g["lr"] = lr_at(frac, peak)
         if args.task == "ocr":
             x, y = batch
-            out = model(x, raw=True)
+            out, ctc = model(x, ctc=True)
             loss = F.cross_entropy(out.reshape(-1, out.shape[-1]), y.reshape(-1), label_smoothing=args.label_smoothing)
+            # auxiliary CTC on the columns (blank = pad class)
+            lp = F.log_softmax(ctc, 1).permute(2, 0, 1)  # [T, N, C]
+            blank = len(ALPHABET) - 1
+            lens = (y != blank).sum(1)
+            targets = torch.cat([y[k, :lens[k]] for k in range(y.shape[0])])
+            lctc = F.ctc_loss(lp, targets, torch.full((y.shape[0],), lp.shape[0], dtype=torch.long), lens,
+                              blank=blank, zero_infinity=True)
+            loss = loss + 0.5 * lctc
             with torch.no_grad():
                 acc = (out.argmax(-1) == y).all(1).float().mean().item()
             acc_ema = acc if acc_ema is None else 0.98 * acc_ema + 0.02 * acc

@@ -4,8 +4,199 @@
 //! Data types name the stage: `Frame` -> `PlateBox` (detector) -> `PlateText` (OCR) ->
 //! `Detection` (both, per frame) -> `PlateRead` (tracker, one per vehicle pass).
 
+mod detector;
+mod engine;
+mod manifest;
+mod ocr;
+mod preprocess;
+pub mod tracker;
+
+pub use detector::{decode_grid, iou, nms};
+pub use manifest::Manifest;
+pub use tracker::Tracker;
+
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
+
+use image::RgbImage;
+
+use crate::config::{ModelConfig, ModelFormat, RecognitionConfig};
+use detector::Detector;
+use ocr::Ocr;
+
+/// Everything that can go wrong loading or running the models, with what it takes to fix it.
+#[derive(Debug, thiserror::Error)]
+pub enum RecognizeError {
+    #[error("cannot read {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("model {path} is unusable: {reason}")]
+    Model { path: PathBuf, reason: String },
+    #[error("model {path}: {what} has shape {actual}, expected {expected}")]
+    Shape {
+        path: PathBuf,
+        what: &'static str,
+        expected: String,
+        actual: String,
+    },
+    #[error("{path}: `{key}`: {reason}")]
+    Manifest {
+        path: PathBuf,
+        key: String,
+        reason: String,
+    },
+    #[error("{path} does not match `{key}` in the manifest: sha256 {actual}, expected {expected}")]
+    Checksum {
+        path: PathBuf,
+        key: String,
+        expected: String,
+        actual: String,
+    },
+    #[error("no models manifest found; looked at: {}", .tried.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "))]
+    NoManifest { tried: Vec<PathBuf> },
+    #[error("config `{key}`: {reason}")]
+    Config { key: &'static str, reason: String },
+}
+
+/// Time spent on one frame, in milliseconds.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Timings {
+    pub detect_ms: f64,
+    /// All OCR runs of the frame together.
+    pub ocr_ms: f64,
+    pub total_ms: f64,
+}
+
+/// Detector + OCR: frame in, every plate with its text out.
+#[derive(Debug)]
+pub struct Recognizer {
+    detector: Detector,
+    ocr: Ocr,
+}
+
+impl Recognizer {
+    /// Loads the configured models; `None`, or a stage left out, uses our own models from the
+    /// default manifest (see [`default_manifest_path`]).
+    pub fn from_config(cfg: Option<&RecognitionConfig>) -> Result<Recognizer, RecognizeError> {
+        let det_cfg = cfg.and_then(|c| c.detector.as_ref());
+        let ocr_cfg = cfg.and_then(|c| c.ocr.as_ref());
+        // Loaded once when either stage needs it; the default manifest may not exist otherwise.
+        let mut default: Option<Manifest> = None;
+        let mut default_manifest = || -> Result<Manifest, RecognizeError> {
+            if let Some(m) = &default {
+                return Ok(m.clone());
+            }
+            let m = Manifest::load(&default_manifest_path()?)?;
+            default = Some(m.clone());
+            Ok(m)
+        };
+        let detector = match det_cfg {
+            None => Detector::platecam(&default_manifest()?, None)?,
+            Some(mc) => match mc.format {
+                ModelFormat::Platecam => {
+                    Detector::platecam(&Manifest::load(&mc.path)?, mc.score_threshold)?
+                }
+                ModelFormat::YoloEnd2end => Detector::yolo_end2end(&mc.path, mc.score_threshold)?,
+                ModelFormat::FastPlateOcr => {
+                    return Err(RecognizeError::Config {
+                        key: "recognition.detector.format",
+                        reason: "fast-plate-ocr is an OCR format, not a detector".into(),
+                    })
+                }
+            },
+        };
+        let ocr = match ocr_cfg {
+            None => Ocr::platecam(&default_manifest()?)?,
+            Some(mc) => match mc.format {
+                ModelFormat::Platecam => Ocr::platecam(&Manifest::load(&mc.path)?)?,
+                ModelFormat::FastPlateOcr => Ocr::fast_plate_ocr(&mc.path, &plate_config_path(mc))?,
+                ModelFormat::YoloEnd2end => {
+                    return Err(RecognizeError::Config {
+                        key: "recognition.ocr.format",
+                        reason: "yolo-end2end is a detector format, not an OCR".into(),
+                    })
+                }
+            },
+        };
+        Ok(Recognizer { detector, ocr })
+    }
+
+    /// Every plate in the frame, each read by the OCR.
+    pub fn recognize(&self, img: &RgbImage) -> Result<(Vec<Detection>, Timings), RecognizeError> {
+        let start = Instant::now();
+        let boxes = self.detector.detect(img)?;
+        let detected = Instant::now();
+        let detections = boxes
+            .into_iter()
+            .map(|bbox| {
+                let r = self.ocr.crop_rect(&bbox, img.width(), img.height());
+                let text = self.ocr.read(img, r)?;
+                let crop =
+                    image::imageops::crop_imm(img, r.x as u32, r.y as u32, r.w as u32, r.h as u32)
+                        .to_image();
+                Ok(Detection { bbox, text, crop })
+            })
+            .collect::<Result<Vec<_>, RecognizeError>>()?;
+        let end = Instant::now();
+        let ms = |a: Instant, b: Instant| (b - a).as_secs_f64() * 1e3;
+        let timings = Timings {
+            detect_ms: ms(start, detected),
+            ocr_ms: ms(detected, end),
+            total_ms: ms(start, end),
+        };
+        Ok((detections, timings))
+    }
+
+    /// OCR only, on the whole image (a plate crop).
+    pub fn read_plate(&self, crop: &RgbImage) -> Result<PlateText, RecognizeError> {
+        self.ocr.read(crop, preprocess::Rect::whole(crop))
+    }
+
+    /// sha256 of the detector and the OCR model files.
+    pub fn model_hashes(&self) -> (String, String) {
+        (self.detector.sha256().into(), self.ocr.sha256().into())
+    }
+}
+
+/// fast-plate-ocr's YAML: configured, else `<model stem>_plate_config.yaml` beside the model
+/// (the name its releases use).
+fn plate_config_path(mc: &ModelConfig) -> PathBuf {
+    mc.config.clone().unwrap_or_else(|| {
+        let stem = mc.path.file_stem().unwrap_or_default().to_string_lossy();
+        mc.path.with_file_name(format!("{stem}_plate_config.yaml"))
+    })
+}
+
+/// Where our own models' manifest is looked for, in order.
+pub fn manifest_search_paths() -> Vec<PathBuf> {
+    let mut paths = Vec::new();
+    if let Some(dir) = std::env::var_os("PLATECAM_MODELS") {
+        paths.push(Path::new(&dir).join("manifest.json"));
+    }
+    if let Some(bin_dir) = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(Path::to_path_buf))
+    {
+        paths.push(bin_dir.join("../share/platecam/models/manifest.json"));
+    }
+    paths.push("/usr/share/platecam/models/manifest.json".into());
+    // Last, so a fresh checkout runs without installing.
+    paths.push(concat!(env!("CARGO_MANIFEST_DIR"), "/models/manifest.json").into());
+    paths
+}
+
+/// The first existing manifest of [`manifest_search_paths`].
+pub fn default_manifest_path() -> Result<PathBuf, RecognizeError> {
+    let tried = manifest_search_paths();
+    tried
+        .iter()
+        .find(|p| p.is_file())
+        .cloned()
+        .ok_or(RecognizeError::NoManifest { tried })
+}
 
 /// A plate found by the detector, in frame pixels.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -1,0 +1,528 @@
+//! The publisher task: connection lifecycle, window filling, acks, health and the shutdown drain.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use rumqttc::{
+    AsyncClient, ConnectionError, Event, EventLoop, Incoming, MqttOptions, Outgoing, QoS,
+};
+use tokio::sync::{mpsc, Notify};
+use tokio::task::JoinHandle;
+use tokio::time::{Instant, MissedTickBehavior};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use super::connect::{mqtt_options, offline_payload, request_capacity};
+use super::health::{disk_free, HealthSampler};
+use super::ledger::{Ledger, Written};
+use super::{PublishError, PublishReport, PublishSettings, Topics};
+use crate::outbox::{Outbox, StoredRead};
+use crate::telemetry::Metrics;
+use crate::wire::{rfc3339_ms, StatusMessage};
+
+/// How often the outbox is re-scanned even without a `new_reads` notification (a notification can
+/// be missed when the producer uses `notify_waiters` while we are busy).
+const RESCAN: Duration = Duration::from_secs(1);
+/// Events buffered between the event-loop task and the publisher.
+const EVENT_BUFFER: usize = 256;
+/// After the drain, how long the retained offline status and the DISCONNECT may take at least.
+const GOODBYE_MIN: Duration = Duration::from_secs(1);
+
+/// Delivers the outbox to the broker until `shutdown` is cancelled; see the module doc of `publish`.
+///
+/// Returns an error only for bad settings (at start) and for outbox failures; broker and network
+/// errors are logged and retried forever.
+pub async fn run(
+    settings: PublishSettings,
+    outbox: Arc<Outbox>,
+    new_reads: Arc<Notify>,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+) -> Result<PublishReport, PublishError> {
+    // rumqttc's own rustls paths (and any other TLS user in the process) need a process default; an
+    // Err only means one is installed already.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let topics = Topics::new(&settings.mqtt.prefix, &settings.device_id)?;
+    let options = mqtt_options(&settings, &topics)?;
+    let online = serde_json::to_vec(&StatusMessage {
+        state: "online".into(),
+        version: Some(settings.version.clone()),
+        started_at: Some(rfc3339_ms(SystemTime::now())),
+    })
+    .map_err(|source| PublishError::Encode {
+        seq: 0,
+        topic: topics.status.clone(),
+        source,
+    })?;
+    let mut health_tick = tokio::time::interval_at(
+        Instant::now() + settings.mqtt.health_interval,
+        settings.mqtt.health_interval,
+    );
+    health_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut publisher = Publisher {
+        health: HealthSampler::new(&metrics),
+        settings,
+        outbox,
+        new_reads,
+        metrics,
+        shutdown,
+        topics,
+        online,
+        ledger: Ledger::default(),
+        report: PublishReport::default(),
+        more: true,
+        desync: false,
+        health_tick,
+    };
+    let mut backoff = Backoff::new(publisher.settings.mqtt.reconnect_max);
+    loop {
+        let conn = Conn::open(options.clone(), &publisher.settings);
+        match publisher.session(conn).await? {
+            SessionEnd::Shutdown => break,
+            SessionEnd::Lost { error, connected } => {
+                publisher.report.connection_errors += 1;
+                if connected {
+                    backoff.reset();
+                }
+                let delay = backoff.next_delay();
+                warn!(
+                    broker = %publisher.settings.mqtt.url,
+                    error = %error,
+                    retry_in_ms = delay.as_millis() as u64,
+                    "MQTT connection failed"
+                );
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = publisher.shutdown.cancelled() => break,
+                }
+            }
+        }
+    }
+    info!(report = ?publisher.report, "publisher stopped");
+    Ok(publisher.report)
+}
+
+/// One client + event loop pair. The event loop runs in its own task so that `poll()` is never
+/// cancelled mid-write; dropping the `Conn` aborts it (which closes the socket without DISCONNECT,
+/// so the broker sends the last will).
+struct Conn {
+    client: AsyncClient,
+    events: mpsc::Receiver<Result<Event, ConnectionError>>,
+    task: JoinHandle<()>,
+}
+
+impl Conn {
+    fn open(options: MqttOptions, settings: &PublishSettings) -> Conn {
+        let (client, eventloop) =
+            AsyncClient::new(options, request_capacity(settings.mqtt.inflight));
+        let (tx, events) = mpsc::channel(EVENT_BUFFER);
+        let task = tokio::spawn(forward_events(eventloop, tx));
+        Conn {
+            client,
+            events,
+            task,
+        }
+    }
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Polls until the first error (the pair is then discarded) or until the publisher goes away.
+async fn forward_events(
+    mut eventloop: EventLoop,
+    tx: mpsc::Sender<Result<Event, ConnectionError>>,
+) {
+    loop {
+        let event = eventloop.poll().await;
+        let failed = event.is_err();
+        if tx.send(event).await.is_err() || failed {
+            return;
+        }
+    }
+}
+
+enum SessionEnd {
+    Shutdown,
+    Lost { error: String, connected: bool },
+}
+
+struct Publisher {
+    settings: PublishSettings,
+    outbox: Arc<Outbox>,
+    new_reads: Arc<Notify>,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+    topics: Topics,
+    /// The retained `online` status payload (its `started_at` is the publisher's start).
+    online: Vec<u8>,
+    ledger: Ledger,
+    report: PublishReport,
+    health: HealthSampler,
+    /// The outbox may hold reads after `ledger.last_handed()`: scan when the window has room.
+    more: bool,
+    /// A publish was written that nobody handed: the FIFO can no longer be trusted.
+    desync: bool,
+    health_tick: tokio::time::Interval,
+}
+
+impl Publisher {
+    /// Runs one connection until it fails or shutdown is requested (then drains it).
+    async fn session(&mut self, mut conn: Conn) -> Result<SessionEnd, PublishError> {
+        // Whatever the previous client held is gone with it.
+        self.ledger.reset();
+        self.desync = false;
+        let mut connected = false;
+        let mut rescan = tokio::time::interval(RESCAN);
+        rescan.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = self.shutdown.cancelled() => {
+                    if connected {
+                        self.drain(&mut conn).await?;
+                    }
+                    return Ok(SessionEnd::Shutdown);
+                }
+                event = conn.events.recv() => {
+                    let event = match event {
+                        Some(Ok(event)) => event,
+                        Some(Err(e)) => {
+                            return Ok(SessionEnd::Lost { error: e.to_string(), connected });
+                        }
+                        None => {
+                            return Ok(SessionEnd::Lost {
+                                error: "event loop stopped".into(),
+                                connected,
+                            });
+                        }
+                    };
+                    if let Event::Incoming(Incoming::ConnAck(ack)) = &event {
+                        connected = true;
+                        self.on_connack(&conn, ack.session_present);
+                    }
+                    self.on_event(&event).await?;
+                    if self.desync {
+                        // Start over on a fresh connection rather than remove the wrong record.
+                        return Ok(SessionEnd::Lost {
+                            error: "publish/PUBACK correlation lost".into(),
+                            connected,
+                        });
+                    }
+                }
+                _ = self.new_reads.notified() => self.more = true,
+                _ = rescan.tick() => self.more = true,
+                _ = self.health_tick.tick(), if connected => {
+                    let payload = self.health_payload().await?;
+                    if let Err(e) = self.hand_control(&conn, &self.topics.health.clone(), QoS::AtMostOnce, false, payload) {
+                        return Ok(SessionEnd::Lost { error: e, connected });
+                    }
+                }
+            }
+            if connected {
+                if let Err(e) = self.fill_window(&conn).await? {
+                    return Ok(SessionEnd::Lost {
+                        error: e,
+                        connected,
+                    });
+                }
+            }
+        }
+    }
+
+    fn on_connack(&mut self, conn: &Conn, session_present: bool) {
+        self.report.connects += 1;
+        info!(broker = %self.settings.mqtt.url, session_present, "MQTT connected");
+        // With a clean session rumqttc has just dropped everything it held: start over from the
+        // oldest stored read. (Were a session present, rumqttc would re-send its unacked publishes
+        // and the ledger's retransmit rule would match them to their pkids, so nothing is reset.)
+        if !session_present {
+            self.ledger.reset();
+        }
+        self.more = true;
+        let online = self.online.clone();
+        let status = self.topics.status.clone();
+        // A full queue here means the client is wedged; the next event reports it.
+        if let Err(e) = self.hand_control(conn, &status, QoS::AtLeastOnce, true, online) {
+            warn!(broker = %self.settings.mqtt.url, topic = %status, error = %e, "cannot queue the online status");
+        }
+    }
+
+    async fn on_event(&mut self, event: &Event) -> Result<(), PublishError> {
+        match event {
+            Event::Outgoing(Outgoing::Publish(pkid)) => match self.ledger.on_written(*pkid) {
+                Written::Read => self.report.published += 1,
+                Written::Control | Written::Retransmit => {}
+                Written::Unexpected => {
+                    warn!(
+                        pkid,
+                        "a publish was written that the publisher did not hand over"
+                    );
+                    self.desync = true;
+                }
+            },
+            Event::Incoming(Incoming::PubAck(ack)) => {
+                if let Some(seq) = self.ledger.on_puback(ack.pkid) {
+                    self.remove(seq).await?;
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    async fn remove(&mut self, seq: u64) -> Result<(), PublishError> {
+        let outbox = self.outbox.clone();
+        let removed = self.blocking("remove", move || outbox.remove(seq)).await?;
+        // `false`: evicted meanwhile, or a duplicate ack after a re-send; either way it is gone.
+        if removed {
+            self.report.acked += 1;
+            self.metrics.tick();
+        }
+        Ok(())
+    }
+
+    /// Hands stored reads to the client while the window has room. `Ok(Err(_))`: the client refused
+    /// a request, so the connection is to be rebuilt.
+    async fn fill_window(&mut self, conn: &Conn) -> Result<Result<(), String>, PublishError> {
+        let window = usize::from(self.settings.mqtt.inflight);
+        // Refill once half the window is free: one outbox scan per batch, not one per PUBACK.
+        if self.ledger.open_reads() > window / 2 {
+            return Ok(Ok(()));
+        }
+        while self.more && self.ledger.open_reads() < window && !self.shutdown.is_cancelled() {
+            let room = window - self.ledger.open_reads();
+            let after = self.ledger.last_handed();
+            let outbox = self.outbox.clone();
+            let batch = self
+                .blocking("pending", move || outbox.pending(after, room))
+                .await?;
+            if batch.len() < room {
+                self.more = false;
+            }
+            for record in batch {
+                if let Err(e) = self.hand_read(conn, record)? {
+                    return Ok(Err(e));
+                }
+            }
+        }
+        Ok(Ok(()))
+    }
+
+    fn hand_read(
+        &mut self,
+        conn: &Conn,
+        record: StoredRead,
+    ) -> Result<Result<(), String>, PublishError> {
+        let json = serde_json::to_vec(&record.message).map_err(|source| PublishError::Encode {
+            seq: record.seq,
+            topic: self.topics.reads.clone(),
+            source,
+        })?;
+        let crop_topic = self.topics.crop(&record.message.id);
+        // Topic, length fields and packet id: generous, the limit is a MiB or more.
+        let overhead = crop_topic.len() + 16;
+        let limit =
+            usize::try_from(self.settings.mqtt.max_packet_size.as_u64()).unwrap_or(usize::MAX);
+        let crop = match record.crop {
+            Some(crop) if crop.len() + overhead > limit => {
+                // rumqttc would fail the whole connection on it, again after every reconnect.
+                warn!(
+                    seq = record.seq,
+                    id = %record.message.id,
+                    crop_bytes = crop.len(),
+                    max_packet_size = limit,
+                    "crop exceeds mqtt.max_packet_size; sending the read without it"
+                );
+                None
+            }
+            other => other,
+        };
+        let parts = if crop.is_some() { 2 } else { 1 };
+        if let Err(e) =
+            conn.client
+                .try_publish(self.topics.reads.clone(), QoS::AtLeastOnce, false, json)
+        {
+            return Ok(Err(format!("queueing read seq {}: {e}", record.seq)));
+        }
+        // Recorded before the second request so that a failure of it still leaves the FIFO in step.
+        self.ledger.hand_read(record.seq, 1);
+        if let Some(crop) = crop {
+            if let Err(e) = conn
+                .client
+                .try_publish(crop_topic, QoS::AtLeastOnce, false, crop)
+            {
+                return Ok(Err(format!("queueing crop of seq {}: {e}", record.seq)));
+            }
+            self.ledger.hand_read(record.seq, parts - 1);
+        }
+        Ok(Ok(()))
+    }
+
+    fn hand_control(
+        &mut self,
+        conn: &Conn,
+        topic: &str,
+        qos: QoS,
+        retain: bool,
+        payload: Vec<u8>,
+    ) -> Result<(), String> {
+        conn.client
+            .try_publish(topic, qos, retain, payload)
+            .map_err(|e| format!("queueing a publish on {topic}: {e}"))?;
+        self.ledger.hand_control();
+        Ok(())
+    }
+
+    async fn health_payload(&mut self) -> Result<Vec<u8>, PublishError> {
+        let outbox = self.outbox.clone();
+        let dir = self.settings.storage_dir.clone();
+        let (stats, free) = self
+            .blocking("stats", move || Ok((outbox.stats(), disk_free(&dir))))
+            .await?;
+        let msg = self.health.sample(&self.metrics, &stats, free);
+        serde_json::to_vec(&msg).map_err(|source| PublishError::Encode {
+            seq: 0,
+            topic: self.topics.health.clone(),
+            source,
+        })
+    }
+
+    /// Shutdown on a live connection: no new reads, wait for outstanding acks up to
+    /// `drain_timeout`, then the retained offline status and a clean DISCONNECT.
+    async fn drain(&mut self, conn: &mut Conn) -> Result<(), PublishError> {
+        let deadline = Instant::now() + self.settings.mqtt.drain_timeout;
+        let alive = self.wait(conn, deadline, |l| l.open_reads() == 0).await?;
+        self.report.unacked_at_shutdown = self.ledger.open_reads() as u64;
+        if !alive {
+            return Ok(());
+        }
+        let status = self.topics.status.clone();
+        if self
+            .hand_control(conn, &status, QoS::AtLeastOnce, true, offline_payload())
+            .is_err()
+        {
+            return Ok(());
+        }
+        let goodbye = deadline.max(Instant::now() + GOODBYE_MIN);
+        if !self.wait(conn, goodbye, Ledger::is_idle).await? {
+            return Ok(());
+        }
+        if conn.client.try_disconnect().is_err() {
+            return Ok(());
+        }
+        // The event loop reports the DISCONNECT once it is written; the socket closes after it.
+        let until = tokio::time::sleep_until(goodbye);
+        tokio::pin!(until);
+        loop {
+            tokio::select! {
+                _ = &mut until => return Ok(()),
+                event = conn.events.recv() => match event {
+                    Some(Ok(Event::Outgoing(Outgoing::Disconnect))) | Some(Err(_)) | None => return Ok(()),
+                    Some(Ok(event)) => self.on_event(&event).await?,
+                }
+            }
+        }
+    }
+
+    /// Processes events until `done(ledger)` or the deadline. Returns false if the connection died.
+    async fn wait(
+        &mut self,
+        conn: &mut Conn,
+        deadline: Instant,
+        done: impl Fn(&Ledger) -> bool,
+    ) -> Result<bool, PublishError> {
+        let until = tokio::time::sleep_until(deadline);
+        tokio::pin!(until);
+        while !done(&self.ledger) {
+            tokio::select! {
+                _ = &mut until => {
+                    debug!(open_reads = self.ledger.open_reads(), "drain timeout");
+                    return Ok(true);
+                }
+                event = conn.events.recv() => match event {
+                    Some(Ok(event)) => self.on_event(&event).await?,
+                    Some(Err(e)) => {
+                        warn!(broker = %self.settings.mqtt.url, error = %e, "MQTT connection lost while draining");
+                        return Ok(false);
+                    }
+                    None => return Ok(false),
+                }
+            }
+        }
+        Ok(true)
+    }
+
+    /// Outbox calls touch the disk (sled): run them off the runtime's worker threads.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        op: &'static str,
+        f: impl FnOnce() -> Result<T, crate::outbox::OutboxError> + Send + 'static,
+    ) -> Result<T, PublishError> {
+        match tokio::task::spawn_blocking(f).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(source)) => Err(PublishError::Outbox {
+                op,
+                url: self.settings.mqtt.url.clone(),
+                source,
+            }),
+            Err(e) => Err(PublishError::Worker {
+                op,
+                reason: e.to_string(),
+            }),
+        }
+    }
+}
+
+/// Capped exponential backoff with jitter, so a fleet does not reconnect in lock-step.
+#[derive(Debug)]
+struct Backoff {
+    next: Duration,
+    first: Duration,
+    max: Duration,
+}
+
+impl Backoff {
+    fn new(max: Duration) -> Backoff {
+        // A zero cap would make the reconnect loop spin.
+        let max = max.max(Duration::from_millis(100));
+        let first = Duration::from_secs(1).min(max);
+        Backoff {
+            next: first,
+            first,
+            max,
+        }
+    }
+
+    fn reset(&mut self) {
+        self.next = self.first;
+    }
+
+    /// Between half and all of the current step; the step then doubles up to the cap.
+    fn next_delay(&mut self) -> Duration {
+        let step = self.next;
+        self.next = (step * 2).min(self.max);
+        step.mul_f64(0.5 + fastrand::f64() * 0.5)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_to_the_cap_with_jitter() {
+        let mut b = Backoff::new(Duration::from_secs(8));
+        let steps: Vec<Duration> = (0..6).map(|_| b.next_delay()).collect();
+        for (d, step) in steps.iter().zip([1u64, 2, 4, 8, 8, 8]) {
+            let step = Duration::from_secs(step);
+            assert!(*d >= step / 2 && *d <= step, "{d:?} vs {step:?}");
+        }
+        b.reset();
+        assert!(b.next_delay() <= Duration::from_secs(1));
+        let mut tiny = Backoff::new(Duration::ZERO);
+        assert!(tiny.next_delay() >= Duration::from_millis(50));
+    }
+}

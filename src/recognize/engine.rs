@@ -1,0 +1,148 @@
+//! The only module that touches tract: load an ONNX file with a fixed input shape, run it.
+//!
+//! Keeping tract behind this small surface means one file changes when its API does (it moved
+//! between 0.21 and 0.23), and the rest of the stage deals in plain slices.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
+use tract_onnx::prelude::*;
+
+use super::RecognizeError;
+
+/// Element type of a model's input tensor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InputType {
+    F32,
+    U8,
+}
+
+/// An input buffer, laid out as the model expects (NCHW or NHWC is the caller's business).
+#[derive(Debug, Clone, Copy)]
+pub enum Input<'a> {
+    F32(&'a [f32]),
+    U8(&'a [u8]),
+}
+
+/// One output tensor, converted to f32.
+#[derive(Debug, Clone)]
+pub struct Output {
+    pub shape: Vec<usize>,
+    pub data: Vec<f32>,
+}
+
+/// A loaded, optimised model with a fixed input shape.
+pub struct OnnxModel {
+    plan: Arc<TypedRunnableModel>,
+    path: PathBuf,
+    sha256: String,
+    input_shape: Vec<usize>,
+    input_type: InputType,
+}
+
+impl std::fmt::Debug for OnnxModel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OnnxModel")
+            .field("path", &self.path)
+            .field("sha256", &self.sha256)
+            .field("input_shape", &self.input_shape)
+            .field("input_type", &self.input_type)
+            .finish()
+    }
+}
+
+/// The hex sha256 of a file.
+pub fn file_sha256(path: &Path) -> Result<String, RecognizeError> {
+    let bytes = std::fs::read(path).map_err(|source| RecognizeError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    Ok(hex::encode(Sha256::digest(&bytes)))
+}
+
+impl OnnxModel {
+    pub fn load(
+        path: &Path,
+        input_shape: &[usize],
+        input_type: InputType,
+    ) -> Result<OnnxModel, RecognizeError> {
+        let sha256 = file_sha256(path)?;
+        let model_err = |e: TractError| RecognizeError::Model {
+            path: path.to_path_buf(),
+            reason: format!("{e:#}"),
+        };
+        let fact = match input_type {
+            InputType::F32 => f32::fact(input_shape),
+            InputType::U8 => u8::fact(input_shape),
+        };
+        // Some exported graphs (fast-plate-ocr cct_xs_v1) carry value_info that contradicts the
+        // real shapes; tract infers them itself, so ignoring it is safe for every model.
+        let plan = tract_onnx::onnx()
+            .with_ignore_value_info(true)
+            .model_for_path(path)
+            .and_then(|m| m.with_input_fact(0, fact.into()))
+            .and_then(|m| m.into_optimized())
+            .and_then(|m| m.into_runnable())
+            .map_err(model_err)?;
+        Ok(OnnxModel {
+            plan,
+            path: path.to_path_buf(),
+            sha256,
+            input_shape: input_shape.to_vec(),
+            input_type,
+        })
+    }
+
+    pub fn sha256(&self) -> &str {
+        &self.sha256
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Runs the model on one input buffer of exactly `input_shape` elements.
+    pub fn run(&self, input: Input<'_>) -> Result<Vec<Output>, RecognizeError> {
+        let model_err = |e: TractError| RecognizeError::Model {
+            path: self.path.clone(),
+            reason: format!("{e:#}"),
+        };
+        let expected: usize = self.input_shape.iter().product();
+        let (len, ty) = match input {
+            Input::F32(d) => (d.len(), InputType::F32),
+            Input::U8(d) => (d.len(), InputType::U8),
+        };
+        if len != expected || ty != self.input_type {
+            return Err(RecognizeError::Shape {
+                path: self.path.clone(),
+                what: "input",
+                expected: format!("{:?} {:?}", self.input_shape, self.input_type),
+                actual: format!("{len} elements of {ty:?}"),
+            });
+        }
+        let tensor = match input {
+            Input::F32(d) => Tensor::from_shape(&self.input_shape, d),
+            Input::U8(d) => Tensor::from_shape(&self.input_shape, d),
+        }
+        .map_err(model_err)?;
+        let outputs = self
+            .plan
+            .run(tvec!(tensor.into_tvalue()))
+            .map_err(model_err)?;
+        outputs
+            .iter()
+            .map(|t| {
+                let t = t.cast_to::<f32>().map_err(model_err)?;
+                let data = t
+                    .try_as_plain_ram()
+                    .and_then(|v| v.as_slice::<f32>().map(<[f32]>::to_vec))
+                    .map_err(model_err)?;
+                Ok(Output {
+                    shape: t.shape().to_vec(),
+                    data,
+                })
+            })
+            .collect()
+    }
+}

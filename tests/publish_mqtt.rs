@@ -1,0 +1,300 @@
+//! The publisher against a real mosquitto: delivery, outages, PUBACK correlation, status, health.
+
+mod support;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use platecam::config::{MqttConfig, StorageConfig};
+use platecam::outbox::Outbox;
+use platecam::publish::{run, PublishError, PublishReport, PublishSettings};
+use platecam::telemetry::Metrics;
+use platecam::wire::{HealthMessage, ReadMessage, StatusMessage};
+use sha2::{Digest, Sha256};
+use support::mosquitto::{Mosquitto, Subscriber};
+use support::{fake_crop, sample_read};
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+const PREFIX: &str = "pctest";
+
+/// One publisher task over an outbox in a temp dir.
+struct Rig {
+    outbox: Arc<Outbox>,
+    notify: Arc<Notify>,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+    task: Option<JoinHandle<Result<PublishReport, PublishError>>>,
+    device: String,
+    _dir: tempfile::TempDir,
+}
+
+fn settings(url: &str, device: &str, dir: &std::path::Path) -> PublishSettings {
+    PublishSettings {
+        mqtt: MqttConfig {
+            url: url.to_string(),
+            prefix: PREFIX.into(),
+            reconnect_max: Duration::from_secs(1),
+            drain_timeout: Duration::from_secs(3),
+            health_interval: Duration::from_secs(60),
+            ..MqttConfig::default()
+        },
+        device_id: device.to_string(),
+        client_id: format!("platecam-{device}"),
+        version: "9.9.9-test".into(),
+        storage_dir: dir.to_path_buf(),
+    }
+}
+
+impl Rig {
+    fn new(device: &str) -> Rig {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let storage = StorageConfig {
+            dir: dir.path().to_path_buf(),
+            ..StorageConfig::default()
+        };
+        Rig {
+            outbox: Arc::new(Outbox::open(&storage).expect("open outbox")),
+            notify: Arc::new(Notify::new()),
+            metrics: Arc::new(Metrics::default()),
+            shutdown: CancellationToken::new(),
+            task: None,
+            device: device.to_string(),
+            _dir: dir,
+        }
+    }
+
+    fn start(&mut self, url: &str, tune: impl FnOnce(&mut PublishSettings)) {
+        let mut s = settings(url, &self.device, self._dir.path());
+        tune(&mut s);
+        self.task = Some(tokio::spawn(run(
+            s,
+            self.outbox.clone(),
+            self.notify.clone(),
+            self.metrics.clone(),
+            self.shutdown.clone(),
+        )));
+    }
+
+    /// Appends `n` reads with crops; returns (seq, id, crop sha256) in append order.
+    fn append(&self, n: u64) -> Vec<(u64, String)> {
+        let out = (0..n)
+            .map(|i| {
+                let stored = self
+                    .outbox
+                    .append(
+                        sample_read(&self.device, &format!("AB{i:04}")),
+                        fake_crop(i, 1500 + (i as usize % 7) * 300),
+                    )
+                    .expect("append");
+                (stored.seq, stored.message.id)
+            })
+            .collect();
+        self.notify.notify_one();
+        out
+    }
+
+    async fn stop(&mut self) -> PublishReport {
+        self.shutdown.cancel();
+        let task = self.task.take().expect("started");
+        tokio::time::timeout(Duration::from_secs(10), task)
+            .await
+            .expect("publisher stops in time")
+            .expect("publisher task did not panic")
+            .expect("publisher returns a report")
+    }
+
+    fn topic(&self, leaf: &str) -> String {
+        format!("{PREFIX}/{}/{leaf}", self.device)
+    }
+}
+
+async fn wait_for_empty(outbox: &Outbox, timeout: Duration) -> bool {
+    let until = tokio::time::Instant::now() + timeout;
+    while tokio::time::Instant::now() < until {
+        if outbox.stats().count == 0 {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+/// Checks reads arrive in seq order with matching crops; returns the reads by id.
+fn check_reads(
+    rig: &Rig,
+    msgs: &[support::mosquitto::Received],
+    expected: &[(u64, String)],
+) -> HashMap<String, ReadMessage> {
+    let reads: Vec<ReadMessage> = msgs
+        .iter()
+        .filter(|m| m.topic == rig.topic("reads"))
+        .map(|m| serde_json::from_slice(&m.payload).expect("read JSON"))
+        .collect();
+    let got: Vec<(u64, String)> = reads.iter().map(|r| (r.seq, r.id.clone())).collect();
+    assert_eq!(got, expected, "reads in seq order, each once");
+    let crops: HashMap<String, &Vec<u8>> = msgs
+        .iter()
+        .filter_map(|m| {
+            m.topic
+                .strip_prefix(&rig.topic("crops/"))
+                .map(|id| (id.to_string(), &m.payload))
+        })
+        .collect();
+    for r in &reads {
+        let info = r.crop.as_ref().expect("crop info");
+        let bytes = crops.get(&r.id).expect("crop published");
+        assert_eq!(bytes.len(), info.bytes);
+        assert_eq!(hex::encode(Sha256::digest(bytes)), info.sha256);
+    }
+    reads.into_iter().map(|r| (r.id.clone(), r)).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delivers_every_read_in_seq_order_with_crops_then_empties_the_outbox() {
+    let broker = Mosquitto::start();
+    let mut rig = Rig::new("t-deliver");
+    let mut sub = Subscriber::connect(broker.port, &rig.topic("#")).await;
+    let expected = rig.append(50);
+    rig.start(&broker.url(), |_| {});
+    let msgs = sub.collect(101, Duration::from_secs(15)).await; // 50 reads, 50 crops, online
+    check_reads(&rig, &msgs, &expected);
+    assert!(
+        wait_for_empty(&rig.outbox, Duration::from_secs(5)).await,
+        "outbox drained"
+    );
+    let report = rig.stop().await;
+    assert_eq!(report.acked, 50);
+    assert!(report.published >= 100);
+    assert_eq!(report.unacked_at_shutdown, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_buffered_while_the_broker_is_down_arrive_when_it_starts() {
+    let mut broker = Mosquitto::start();
+    let mut rig = Rig::new("t-outage");
+    // A persistent session, so the subscriber gets what is published before it is back.
+    let mut sub =
+        Subscriber::connect_persistent(broker.port, &rig.topic("#"), "sub-t-outage").await;
+    broker.stop();
+    rig.start(&broker.url(), |_| {});
+    let expected = rig.append(10);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        rig.outbox.stats().count,
+        10,
+        "nothing removed without a broker"
+    );
+    broker.start_process();
+    let msgs = sub.collect(21, Duration::from_secs(15)).await;
+    check_reads(&rig, &msgs, &expected);
+    assert!(wait_for_empty(&rig.outbox, Duration::from_secs(5)).await);
+    let report = rig.stop().await;
+    assert_eq!(report.acked, 10);
+    assert!(report.connection_errors >= 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_stay_until_their_puback_arrives() {
+    let broker = Mosquitto::start();
+    let mut rig = Rig::new("t-puback");
+    let mut sub = Subscriber::connect(broker.port, &rig.topic("#")).await;
+    rig.start(&broker.url(), |_| {});
+    let online = sub
+        .next(Duration::from_secs(10))
+        .await
+        .expect("online status");
+    assert_eq!(online.topic, rig.topic("status"));
+    // Frozen broker: the publisher writes (the kernel buffers it) but no PUBACK comes back.
+    broker.pause();
+    let expected = rig.append(5);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        rig.outbox.stats().count,
+        5,
+        "no record removed without its PUBACK"
+    );
+    broker.unpause();
+    assert!(
+        wait_for_empty(&rig.outbox, Duration::from_secs(10)).await,
+        "removed after the PUBACKs"
+    );
+    let msgs = sub.collect(10, Duration::from_secs(5)).await;
+    check_reads(&rig, &msgs, &expected);
+    assert_eq!(rig.stop().await.acked, 5);
+}
+
+async fn retained_status(port: u16, topic: &str) -> StatusMessage {
+    let mut late = Subscriber::connect(port, topic).await;
+    let msg = late
+        .next(Duration::from_secs(5))
+        .await
+        .expect("retained status");
+    assert!(msg.retain, "status is retained");
+    serde_json::from_slice(&msg.payload).expect("status JSON")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_is_online_then_offline_on_shutdown_and_last_will_on_a_dead_connection() {
+    let broker = Mosquitto::start();
+    let mut rig = Rig::new("t-status");
+    let mut watch = Subscriber::connect(broker.port, &rig.topic("status")).await;
+    rig.start(&broker.url(), |_| {});
+    watch
+        .next(Duration::from_secs(10))
+        .await
+        .expect("status published");
+    let online = retained_status(broker.port, &rig.topic("status")).await;
+    assert_eq!(online.state, "online");
+    assert_eq!(online.version.as_deref(), Some("9.9.9-test"));
+    assert!(online.started_at.is_some());
+    rig.stop().await;
+    let offline = retained_status(broker.port, &rig.topic("status")).await;
+    assert_eq!(offline.state, "offline");
+
+    // No goodbye at all: the task dies with its socket, the broker sends the last will.
+    let mut rig = Rig::new("t-will");
+    let mut watch = Subscriber::connect(broker.port, &rig.topic("status")).await;
+    rig.start(&broker.url(), |_| {});
+    let first = watch.next(Duration::from_secs(10)).await.expect("online");
+    assert!(String::from_utf8_lossy(&first.payload).contains("online"));
+    rig.task.take().expect("started").abort();
+    let will = watch
+        .next(Duration::from_secs(10))
+        .await
+        .expect("last will");
+    let will: StatusMessage = serde_json::from_slice(&will.payload).expect("will JSON");
+    assert_eq!(will.state, "offline");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_reports_metrics_outbox_and_disk() {
+    let broker = Mosquitto::start();
+    let mut rig = Rig::new("t-health");
+    let mut sub = Subscriber::connect(broker.port, &rig.topic("health")).await;
+    rig.metrics
+        .camera("north")
+        .frames
+        .fetch_add(30, std::sync::atomic::Ordering::Relaxed);
+    rig.metrics
+        .reads_total
+        .fetch_add(3, std::sync::atomic::Ordering::Relaxed);
+    rig.start(&broker.url(), |s| {
+        s.mqtt.health_interval = Duration::from_secs(1)
+    });
+    let msg = sub
+        .next(Duration::from_secs(8))
+        .await
+        .expect("health message");
+    assert!(!msg.retain);
+    let h: HealthMessage = serde_json::from_slice(&msg.payload).expect("health JSON");
+    assert_eq!(h.reads_total, 3);
+    assert_eq!(h.reads_buffered, 0);
+    assert_eq!(h.cameras.len(), 1);
+    assert_eq!(h.cameras[0].name, "north");
+    assert!(h.disk_free_bytes.is_some_and(|b| b > 0));
+    assert!(h.at.ends_with('Z'));
+    rig.stop().await;
+}

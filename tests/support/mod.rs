@@ -1,0 +1,44 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)] // each test binary uses a different subset
+
+pub mod daemon;
+pub mod mosquitto;
+
+use platecam::recognize::{Candidate, Direction};
+use platecam::wire::{FrameSize, ModelHashes, ReadMessage, WireChar, SCHEMA};
+
+/// A plausible read; the outbox assigns `id`, `seq` and `crop`.
+pub fn sample_read(device: &str, plate: &str) -> ReadMessage {
+    ReadMessage {
+        schema: SCHEMA,
+        id: String::new(),
+        device: device.to_string(),
+        camera: "cam0".into(),
+        seq: 0,
+        captured_at: platecam::wire::rfc3339_ms(std::time::SystemTime::now()),
+        plate: plate.to_string(),
+        confidence: 0.97,
+        chars: plate.chars().map(|c| WireChar { c, p: 0.99 }).collect(),
+        candidates: vec![Candidate {
+            plate: plate.to_string(),
+            confidence: 0.97,
+        }],
+        bbox: [10, 20, 120, 40],
+        frame: FrameSize {
+            width: 1920,
+            height: 1080,
+        },
+        frames_seen: 5,
+        direction: Direction::Approaching,
+        crop: None,
+        models: ModelHashes::default(),
+        location: None,
+    }
+}
+
+/// Fake JPEG bytes of `len`, different for each `n`.
+pub fn fake_crop(n: u64, len: usize) -> Vec<u8> {
+    let mut v = vec![0xFF, 0xD8];
+    v.extend((0..len.saturating_sub(2)).map(|i| (i as u64 ^ n.wrapping_mul(2654435761)) as u8));
+    v
+}
