@@ -8,7 +8,7 @@
 # would send tract down its SVE path), then compares the plate texts image by image.
 # Exit 0 only when every image gives the same plates (and at least one image was read).
 # Builds missing binaries with deploy/build.sh; override with X86_BIN=... ARM_BIN=....
-# PLATECAM_CONFIG=file passes --config to both (e.g. to pick other models).
+# PLATECAM_MODELS=dir (default: models/) picks the models; PLATECAM_CONFIG=file passes --config.
 # Timings under qemu mean nothing; they are printed only to show the run completed.
 set -euo pipefail
 
@@ -41,6 +41,8 @@ if ! command -v qemu-aarch64 >/dev/null 2>&1; then
   DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq qemu-user >&2
 fi
 
+# Both read the repository's models (not whatever is installed in /usr/share/platecam).
+export PLATECAM_MODELS=${PLATECAM_MODELS:-$PWD/models}
 args=(recognize --json)
 [ -z "${PLATECAM_CONFIG:-}" ] || args+=(--config "$PLATECAM_CONFIG")
 
