@@ -62,8 +62,9 @@ if [ "$deb_arch" = arm64 ]; then
 fi
 
 # --no-strip: the dist profile already strips (and a cross strip is not needed).
-out=$(cargo deb --no-build --no-strip --profile dist --target "$target" "${variant[@]}" 2>&1 | tee /dev/stderr | tail -n 1)
-deb=$(printf '%s\n' "$out" | grep -o '/[^ ]*\.deb$' || true)
+cargo deb --no-build --no-strip --profile dist --target "$target" "${variant[@]}" 2>&1 |
+  tee "$staging/cargo-deb.log" >&2
+deb=$(tr '\r' '\n' <"$staging/cargo-deb.log" | grep -o '/[^ ]*\.deb$' | tail -n 1 || true)
 if [ -z "$deb" ] || [ ! -f "$deb" ]; then echo "cargo deb did not report a .deb" >&2; exit 1; fi
 case "$deb" in *_"$deb_arch".deb) ;; *) echo "warning: $deb is not named for $deb_arch" >&2 ;; esac
 echo "$deb"
