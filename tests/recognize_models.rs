@@ -27,7 +27,6 @@ fn reference_config() -> RecognitionConfig {
             config: Some(r.join("cct_xs_v1_global_plate_config.yaml")),
             score_threshold: None,
         }),
-        min_confidence: None,
     }
 }
 
