@@ -20,7 +20,9 @@ if ! command -v cargo >/dev/null 2>&1; then
   exit 1
 fi
 
-cargo build --release --locked
+# The dev profile optimises every dependency (tract, image, ...), so inference runs at full speed,
+# and `cargo test` afterwards reuses the same build.
+cargo build --locked
 work=$(mktemp -d)
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 printf 'listener %s 127.0.0.1\nallow_anonymous true\npersistence false\n' "$port" > "$work/mosquitto.conf"
@@ -35,5 +37,5 @@ echo "== reads arriving at mqtt://127.0.0.1:$port (topic platecam/demo-unit/read
 mosquitto_sub -p "$port" -q 1 -t 'platecam/demo-unit/reads' -F '%p' &
 sub=$!
 sleep 0.3
-./target/release/platecam run --config "$work/platecam.toml"
+./target/debug/platecam run --config "$work/platecam.toml"
 sleep 0.5
