@@ -1,6 +1,7 @@
 //! Command-line interface: argument definitions and dispatch. Each command lives in its own file.
 
 mod daemon;
+mod devices;
 mod outbox;
 mod recognize;
 
@@ -53,6 +54,12 @@ pub enum Command {
         #[arg(required = true)]
         images: Vec<PathBuf>,
     },
+    /// List V4L2 devices: driver, card, pixel formats, frame sizes and rates.
+    Devices {
+        /// One JSON object per device and line.
+        #[arg(long)]
+        json: bool,
+    },
     /// Inspect the outbox of a stopped daemon (sled allows one process at a time).
     Outbox {
         #[command(subcommand)]
@@ -93,6 +100,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             ocr_only,
             images,
         } => recognize::run(config.as_deref(), json, ocr_only, &images),
+        Command::Devices { json } => devices::run(json),
         Command::Outbox { action } => match action {
             OutboxAction::Stats { config, json } => outbox::stats(&config, json),
             OutboxAction::List { config, json } => outbox::list(&config, json),
