@@ -82,6 +82,7 @@ fn main() {
             outbox.clone(),
             Arc::new(Notify::new()),
             Arc::new(Metrics::default()),
+            None,
             shutdown.clone(),
         ));
         let limit = Duration::from_secs(600);

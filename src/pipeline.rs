@@ -23,7 +23,7 @@ use crate::outbox::{OpenOutcome, Outbox, OutboxError};
 use crate::publish::{self, PublishSettings};
 use crate::recognize::tracker::Tracker;
 use crate::recognize::{PlateRead, RecognizeError, Recognizer};
-use crate::telemetry::Metrics;
+use crate::telemetry::{LogStream, Metrics};
 use crate::wire::{ModelHashes, ReadMessage};
 
 /// Frames waiting for inference, per camera. Small on purpose: a live camera's old frames are
@@ -72,11 +72,17 @@ pub struct RunSummary {
 /// counters whose `progress` shows the pipeline is alive.
 pub async fn run(
     cfg: Config,
+    logs: Option<LogStream>,
     shutdown: CancellationToken,
     ready: impl FnOnce(Arc<Metrics>),
 ) -> Result<RunSummary, PipelineError> {
     let device = cfg.device_id();
-    let metrics = Arc::new(Metrics::default());
+    let mut metrics = Metrics::default();
+    let logs = logs.map(|stream| {
+        metrics.logs_dropped = stream.dropped;
+        stream.rx
+    });
+    let metrics = Arc::new(metrics);
 
     let (outbox, outcome) = Outbox::open(&cfg.storage)?;
     if let OpenOutcome::MovedAside { to, reason } = &outcome {
@@ -98,6 +104,7 @@ pub async fn run(
         outbox.clone(),
         new_reads.clone(),
         metrics.clone(),
+        logs,
         publish_stop.clone(),
     ));
 

@@ -28,6 +28,8 @@ pub struct Metrics {
     pub reads_total: AtomicU64,
     /// Bumped by every stage that makes progress; the watchdog checks it moves.
     pub progress: AtomicU64,
+    /// Log events the MQTT forwarder dropped (shared with `LogStream::dropped`).
+    pub logs_dropped: Arc<AtomicU64>,
 }
 
 impl Default for Metrics {
@@ -39,6 +41,7 @@ impl Default for Metrics {
             inferences: AtomicU64::new(0),
             reads_total: AtomicU64::new(0),
             progress: AtomicU64::new(0),
+            logs_dropped: Arc::default(),
         }
     }
 }
@@ -67,17 +70,43 @@ impl Metrics {
     }
 }
 
+/// Log events on their way to MQTT: the publisher drains `rx` onto the `logs` topic.
+pub struct LogStream {
+    pub rx: tokio::sync::mpsc::Receiver<Vec<u8>>,
+    pub dropped: Arc<AtomicU64>,
+}
+
+/// Events waiting for the publisher; past this they are dropped (and counted), so logging never
+/// blocks a stage, even while the broker is unreachable.
+const LOG_QUEUE: usize = 256;
+
 /// Where log lines go: journald when systemd started us (it sets `JOURNAL_STREAM`), else stderr.
-/// `PLATECAM_LOG` (a tracing filter) overrides the configured level.
-pub fn init_logging(level: &str) {
+/// `PLATECAM_LOG` (a tracing filter) overrides the configured level. With `mqtt_level` other than
+/// "off", events at or above it are also queued for MQTT, and the queue is returned.
+pub fn init_logging(cfg: &crate::config::LoggingConfig) -> Option<LogStream> {
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
     use tracing_subscriber::EnvFilter;
 
     let filter = EnvFilter::try_from_env("PLATECAM_LOG")
-        .or_else(|_| EnvFilter::try_new(level))
+        .or_else(|_| EnvFilter::try_new(&cfg.level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
-    let registry = tracing_subscriber::registry().with(filter);
+    let (forwarder, stream) = match cfg.mqtt_level.parse::<tracing::Level>() {
+        Ok(level) => {
+            let (tx, rx) = tokio::sync::mpsc::channel(LOG_QUEUE);
+            let dropped = Arc::new(AtomicU64::new(0));
+            let layer = MqttLogLayer {
+                tx,
+                level,
+                bucket: Mutex::new(TokenBucket::new(cfg.mqtt_rate)),
+                dropped: dropped.clone(),
+            };
+            (Some(layer), Some(LogStream { rx, dropped }))
+        }
+        // "off" (config validation allows nothing else that fails to parse).
+        Err(_) => (None, None),
+    };
+    let registry = tracing_subscriber::registry().with(filter).with(forwarder);
     let journald = std::env::var_os("JOURNAL_STREAM").and_then(|_| tracing_journald::layer().ok());
     // A second init (tests calling the CLI twice in one process) is harmless: keep the first.
     let _ = match journald {
@@ -90,4 +119,133 @@ pub fn init_logging(level: &str) {
             )
             .try_init(),
     };
+    stream
+}
+
+/// Turns tracing events into `wire::LogMessage` JSON on a bounded queue. Never blocks, never logs.
+struct MqttLogLayer {
+    tx: tokio::sync::mpsc::Sender<Vec<u8>>,
+    level: tracing::Level,
+    bucket: Mutex<TokenBucket>,
+    dropped: Arc<AtomicU64>,
+}
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for MqttLogLayer {
+    fn on_event(
+        &self,
+        event: &tracing::Event<'_>,
+        _ctx: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        let meta = event.metadata();
+        // The MQTT client's own chatter would feed back into itself.
+        if *meta.level() > self.level || meta.target().starts_with("rumqttc") {
+            return;
+        }
+        let allowed = self.bucket.lock().map(|mut b| b.take()).unwrap_or(false);
+        if !allowed {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let mut fields = FieldsJson::default();
+        event.record(&mut fields);
+        let message = crate::wire::LogMessage {
+            at: crate::wire::rfc3339_ms(std::time::SystemTime::now()),
+            level: meta.level().to_string(),
+            target: meta.target().to_string(),
+            message: fields.message,
+            fields: fields.fields,
+            dropped: self.dropped.load(Ordering::Relaxed),
+        };
+        let sent = serde_json::to_vec(&message)
+            .ok()
+            .is_some_and(|json| self.tx.try_send(json).is_ok());
+        if !sent {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+#[derive(Default)]
+struct FieldsJson {
+    message: String,
+    fields: serde_json::Map<String, serde_json::Value>,
+}
+
+impl tracing::field::Visit for FieldsJson {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        self.record_str(field, &format!("{value:?}"));
+    }
+
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        if field.name() == "message" {
+            self.message = value.to_string();
+        } else {
+            self.fields
+                .insert(field.name().to_string(), serde_json::Value::from(value));
+        }
+    }
+
+    fn record_i64(&mut self, field: &tracing::field::Field, value: i64) {
+        self.fields
+            .insert(field.name().to_string(), serde_json::Value::from(value));
+    }
+
+    fn record_u64(&mut self, field: &tracing::field::Field, value: u64) {
+        self.fields
+            .insert(field.name().to_string(), serde_json::Value::from(value));
+    }
+
+    fn record_f64(&mut self, field: &tracing::field::Field, value: f64) {
+        self.fields
+            .insert(field.name().to_string(), serde_json::Value::from(value));
+    }
+
+    fn record_bool(&mut self, field: &tracing::field::Field, value: bool) {
+        self.fields
+            .insert(field.name().to_string(), serde_json::Value::from(value));
+    }
+}
+
+/// At most `rate` events a second on average, in bursts of up to five seconds' worth.
+struct TokenBucket {
+    rate: f64,
+    tokens: f64,
+    last: Instant,
+}
+
+impl TokenBucket {
+    fn new(rate: u32) -> TokenBucket {
+        let rate = f64::from(rate.max(1));
+        TokenBucket {
+            rate,
+            tokens: rate * 5.0,
+            last: Instant::now(),
+        }
+    }
+
+    fn take(&mut self) -> bool {
+        let now = Instant::now();
+        let refill = now.duration_since(self.last).as_secs_f64() * self.rate;
+        self.tokens = (self.tokens + refill).min(self.rate * 5.0);
+        self.last = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::TokenBucket;
+
+    #[test]
+    fn token_bucket_allows_a_burst_then_the_rate() {
+        let mut b = TokenBucket::new(10);
+        let burst = (0..200).filter(|_| b.take()).count();
+        assert_eq!(burst, 50, "five seconds' worth at once");
+        assert!(!b.take());
+    }
 }

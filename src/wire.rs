@@ -93,6 +93,9 @@ pub struct HealthMessage {
     pub evictions: u64,
     pub outbox_bytes: u64,
     pub disk_free_bytes: Option<u64>,
+    /// Log events not forwarded over MQTT (rate limit or full queue) since start.
+    #[serde(default)]
+    pub logs_dropped: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
@@ -148,4 +151,21 @@ impl ReadMessage {
             }),
         }
     }
+}
+
+/// `<prefix>/<device>/logs` (QoS 0): one log event, when `logging.mqtt_level` is not "off".
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LogMessage {
+    pub at: String,
+    /// "ERROR", "WARN", "INFO", "DEBUG" or "TRACE".
+    pub level: String,
+    /// The module that logged it, e.g. "platecam::capture::replay".
+    pub target: String,
+    pub message: String,
+    /// The event's other fields (camera, file, error, ...).
+    #[serde(default)]
+    pub fields: serde_json::Map<String, serde_json::Value>,
+    /// Events dropped so far (rate limit or full queue) since the daemon started.
+    #[serde(default)]
+    pub dropped: u64,
 }

@@ -7,10 +7,10 @@ use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
-use support::daemon::{platecam, samples, Daemon, RunConfig};
+use support::daemon::{platecam, samples, Daemon, RunConfig, Watcher};
 use support::mosquitto::{Mosquitto, Received, Subscriber};
 
-use platecam::wire::{HealthMessage, ReadMessage};
+use platecam::wire::{HealthMessage, ReadMessage, StatusMessage};
 
 fn reads_of(msgs: &[Received]) -> Vec<ReadMessage> {
     msgs.iter()
@@ -56,6 +56,7 @@ async fn replay_of_n_photos_gives_n_reads_with_crops() {
         repeat: false,
         drain_timeout: "20s",
         storage: "",
+        logging: "",
     }
     .write();
     let mut daemon = Daemon::start(&cfg);
@@ -101,6 +102,7 @@ async fn broker_down_then_up_delivers_every_accepted_read_in_order() {
         repeat: false,
         drain_timeout: "60s",
         storage: "",
+        logging: "",
     }
     .write();
     let mut daemon = Daemon::start(&cfg);
@@ -145,6 +147,7 @@ async fn kill_9_twenty_times_loses_no_accepted_read() {
         repeat: true,
         drain_timeout: "10s",
         storage: "",
+        logging: "",
     }
     .write();
     let mut accepted = Vec::new();
@@ -169,6 +172,7 @@ async fn kill_9_twenty_times_loses_no_accepted_read() {
         repeat: false,
         drain_timeout: "30s",
         storage: "",
+        logging: "",
     };
     let drain_cfg = tmp.path().join("drain.toml");
     std::fs::write(&drain_cfg, drain.toml()).expect("write config");
@@ -214,6 +218,7 @@ async fn quota_reached_with_broker_down_evicts_and_reports_it() {
         repeat: true,
         drain_timeout: "10s",
         storage: "max_bytes = \"48KiB\"",
+        logging: "",
     }
     .write();
     let mut daemon = Daemon::start(&cfg);
@@ -290,8 +295,14 @@ async fn garbage_outbox_and_corrupt_photo_are_survived() {
         repeat: false,
         drain_timeout: "20s",
         storage: "",
+        logging: "mqtt_level = \"warn\"",
     }
     .write();
+    let port = broker.port.to_string();
+    let url = format!("mqtt://127.0.0.1:{port}");
+    let device = format!("test-{port}");
+    let watcher = Watcher::start(&["logs", "--broker", &url, "--device", &device, "--follow"]);
+    std::thread::sleep(Duration::from_millis(500));
     let mut daemon = Daemon::start(&cfg);
     let status = daemon.wait_exit(Duration::from_secs(120));
     assert_eq!(
@@ -322,4 +333,64 @@ async fn garbage_outbox_and_corrupt_photo_are_survived() {
     assert!(moved, "old outbox kept aside");
     let reads = reads_of(&collect_reads(&mut sub, 2, Duration::from_secs(10)).await);
     assert_eq!(reads.len(), 2, "both good photos read: {reads:?}");
+    let remote = watcher.lines();
+    assert!(
+        remote
+            .iter()
+            .any(|l| l.contains("WARN") && l.contains("0-corrupt.jpg")),
+        "`platecam logs --follow` printed the warning: {remote:#?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_and_exits_0() {
+    let broker = Mosquitto::start();
+    let mut sub = Subscriber::connect(broker.port, "platecam/+/#").await;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (dir, _) = samples();
+    let cfg = RunConfig {
+        state: &tmp.path().join("state"),
+        replay: &dir,
+        port: broker.port,
+        repeat: true,
+        drain_timeout: "10s",
+        storage: "",
+        logging: "",
+    }
+    .write();
+    let mut daemon = Daemon::start(&cfg);
+    let reading = daemon.wait_for(
+        |lines| lines.iter().any(|l| l.contains("read accepted")),
+        Duration::from_secs(120),
+    );
+    assert!(reading, "{:#?}", daemon.lines());
+    let pid = nix::unistd::Pid::from_raw(daemon.child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
+    let status = daemon.wait_exit(Duration::from_secs(30));
+    assert_eq!(
+        status.and_then(|s| s.code()),
+        Some(0),
+        "{:#?}",
+        daemon.lines()
+    );
+
+    let accepted = daemon.accepted_ids();
+    let mut msgs = collect_reads(&mut sub, accepted.len(), Duration::from_secs(5)).await;
+    while let Some(m) = sub.next(Duration::from_millis(500)).await {
+        msgs.push(m);
+    }
+    let delivered: HashSet<String> = reads_of(&msgs).into_iter().map(|r| r.id).collect();
+    assert!(
+        accepted.iter().all(|id| delivered.contains(id)),
+        "reads flushed at shutdown were delivered before exit"
+    );
+    let offline = msgs.iter().any(|m| {
+        m.topic.ends_with("/status")
+            && serde_json::from_slice::<StatusMessage>(&m.payload)
+                .is_ok_and(|s| s.state == "offline")
+    });
+    assert!(
+        offline,
+        "a clean stop publishes the retained offline status"
+    );
 }

@@ -74,6 +74,7 @@ impl Rig {
             self.outbox.clone(),
             self.notify.clone(),
             self.metrics.clone(),
+            None,
             self.shutdown.clone(),
         )));
     }

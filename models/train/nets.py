@@ -88,3 +88,38 @@ class OCR(nn.Module):
         if raw:
             return o
         return torch.softmax(o, -1)
+
+
+class CTCSlots(nn.Module):
+    """Export wrapper: turns the OCR's CTC column head into the fixed-slot contract.
+
+    Greedy CTC decoding with static ops only (Softmax, ReduceMax, comparisons, MatMul):
+    a column starts a character when its argmax is not the blank and differs from the previous
+    column's; the k-th such column fills slot k with its probability vector; slots left over get
+    the pad class with probability 1. Output [N, slots, nclass], text left-aligned."""
+
+    def __init__(self, ocr):
+        super().__init__()
+        self.ocr = ocr
+        T = 32
+        S, C = ocr.slots, ocr.nclass
+        self.register_buffer("upper", torch.triu(torch.ones(T, T)))          # cumsum as a MatMul
+        self.register_buffer("slot_ids", torch.arange(1, S + 1, dtype=torch.float32).reshape(1, 1, S))
+        pad = torch.zeros(1, 1, C)
+        pad[0, 0, C - 1] = 1.0
+        self.register_buffer("pad", pad)
+
+    def forward(self, x):
+        m = self.ocr.f1(x)
+        c = self.ocr.ctc(m.mean(2))                      # [N, C, T]
+        p = torch.softmax(c, 1).transpose(1, 2)          # [N, T, C]
+        onehot = (p >= p.max(2, keepdim=True)[0]).float()
+        not_blank = 1.0 - onehot[:, :, -1]               # [N, T]
+        prev = torch.cat([torch.zeros_like(onehot[:, :1]), onehot[:, :-1]], 1)
+        same = (onehot * prev).sum(2)                    # 1 when the argmax repeats
+        start = not_blank * (1.0 - same)                 # [N, T]
+        pos = torch.matmul(start, self.upper) * start    # running count at the starting columns
+        assign = (pos.unsqueeze(2) == self.slot_ids).float()   # [N, T, S]
+        slots = torch.matmul(assign.transpose(1, 2), p)  # [N, S, C]
+        filled = assign.sum(1).unsqueeze(2)              # [N, S, 1]
+        return slots + (1.0 - filled) * self.pad

@@ -16,7 +16,7 @@ pub fn run(config: &Path) -> anyhow::Result<u8> {
         Ok(cfg) => cfg,
         Err(code) => return Ok(code),
     };
-    crate::telemetry::init_logging(&cfg.logging.level);
+    let logs = crate::telemetry::init_logging(&cfg.logging);
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
         config = %config.display(),
@@ -41,7 +41,7 @@ pub fn run(config: &Path) -> anyhow::Result<u8> {
                 }
             }
         };
-        match pipeline::run(cfg, shutdown, ready).await {
+        match pipeline::run(cfg, logs, shutdown, ready).await {
             Ok(summary) => {
                 let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
                 tracing::info!(

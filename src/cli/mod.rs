@@ -4,6 +4,7 @@ mod daemon;
 mod devices;
 mod outbox;
 mod recognize;
+mod watch;
 
 use std::path::{Path, PathBuf};
 
@@ -60,6 +61,37 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print a unit's log events from the broker (the daemon forwards them when logging.mqtt_level
+    /// is set). Events are not retained: without --follow, prints what arrives within --wait.
+    Logs {
+        #[command(flatten)]
+        broker: watch::BrokerArgs,
+        /// Device id, or + for every unit.
+        #[arg(long)]
+        device: String,
+        /// Keep printing until interrupted.
+        #[arg(long, short)]
+        follow: bool,
+        /// Least severe level printed: error, warn, info, debug, trace.
+        #[arg(long, default_value = "info")]
+        level: String,
+        /// The events as JSON lines, as published.
+        #[arg(long)]
+        json: bool,
+        /// Without --follow: how long to listen.
+        #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
+        wait: std::time::Duration,
+    },
+    /// List the units publishing under a prefix, with their retained status and latest health.
+    Fleet {
+        #[command(flatten)]
+        broker: watch::BrokerArgs,
+        #[arg(long)]
+        json: bool,
+        /// How long to wait for the retained messages.
+        #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+        wait: std::time::Duration,
+    },
     /// Inspect the outbox of a stopped daemon (sled allows one process at a time).
     Outbox {
         #[command(subcommand)]
@@ -101,6 +133,15 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             images,
         } => recognize::run(config.as_deref(), json, ocr_only, &images),
         Command::Devices { json } => devices::run(json),
+        Command::Logs {
+            broker,
+            device,
+            follow,
+            level,
+            json,
+            wait,
+        } => watch::logs(&broker, &device, follow, &level, json, wait),
+        Command::Fleet { broker, json, wait } => watch::fleet(&broker, json, wait),
         Command::Outbox { action } => match action {
             OutboxAction::Stats { config, json } => outbox::stats(&config, json),
             OutboxAction::List { config, json } => outbox::list(&config, json),

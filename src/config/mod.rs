@@ -126,7 +126,7 @@ impl Default for MqttConfig {
             username: None,
             password_file: None,
             keep_alive: Duration::from_secs(30),
-            inflight: 8,
+            inflight: 32,
             health_interval: Duration::from_secs(30),
             reconnect_max: Duration::from_secs(30),
             drain_timeout: Duration::from_secs(5),
@@ -241,12 +241,19 @@ pub struct LocationConfig {
 pub struct LoggingConfig {
     /// tracing filter for the local log (journald or stderr), e.g. "info" or "platecam=debug".
     pub level: String,
+    /// Lowest level forwarded to `<prefix>/<device>/logs` over MQTT: "off" (default), "error",
+    /// "warn", "info", "debug".
+    pub mqtt_level: String,
+    /// Log events forwarded over MQTT per second, at most (bursts of up to 5 seconds' worth).
+    pub mqtt_rate: u32,
 }
 
 impl Default for LoggingConfig {
     fn default() -> Self {
         LoggingConfig {
             level: "info".into(),
+            mqtt_level: "off".into(),
+            mqtt_rate: 10,
         }
     }
 }

@@ -300,6 +300,25 @@ pub(super) fn static_checks(c: &Config, lines: &KeyLines) -> Vec<Problem> {
             ),
         );
     }
+    if !["off", "error", "warn", "info", "debug", "trace"].contains(&c.logging.mqtt_level.as_str())
+    {
+        bad(
+            "logging.mqtt_level",
+            format!(
+                "{:?} is not one of off, error, warn, info, debug, trace",
+                c.logging.mqtt_level
+            ),
+        );
+    }
+    if !(1..=1000).contains(&c.logging.mqtt_rate) {
+        bad(
+            "logging.mqtt_rate",
+            format!(
+                "{} is outside 1..=1000 events per second",
+                c.logging.mqtt_rate
+            ),
+        );
+    }
     p
 }
 

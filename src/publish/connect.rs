@@ -10,7 +10,7 @@ use rumqttc::{LastWill, MqttOptions, QoS, TlsConfiguration, Transport};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
-use super::{PublishError, PublishSettings, Topics};
+use super::{PublishError, PublishSettings};
 use crate::wire::StatusMessage;
 
 /// Where the CA bundle is looked for when `mqtt.ca` is unset (Debian's `ca-certificates`).
@@ -139,9 +139,11 @@ fn read_file(what: &'static str, path: &Path) -> Result<Vec<u8>, PublishError> {
 }
 
 /// Ready-to-clone connection options: built (files read, TLS checked) once per `run`.
+/// `will_topic`: where the broker publishes the retained `offline` status if we vanish (`None` for
+/// a command-line watcher, which is no device).
 pub(crate) fn mqtt_options(
     s: &PublishSettings,
-    topics: &Topics,
+    will_topic: Option<&str>,
 ) -> Result<MqttOptions, PublishError> {
     validate(s)?;
     let m = &s.mqtt;
@@ -157,13 +159,14 @@ pub(crate) fn mqtt_options(
     // A read is up to two publishes, plus status and health: rumqttc's own limit must not be what
     // throttles the read window, and it also bounds the pkid range (keep it small).
     opts.set_inflight(window_publishes(m.inflight));
-    let offline = offline_payload();
-    opts.set_last_will(LastWill::new(
-        topics.status.clone(),
-        offline,
-        QoS::AtLeastOnce,
-        true,
-    ));
+    if let Some(topic) = will_topic {
+        opts.set_last_will(LastWill::new(
+            topic,
+            offline_payload(),
+            QoS::AtLeastOnce,
+            true,
+        ));
+    }
     if let Some(user) = &m.username {
         let password = match &m.password_file {
             Some(path) => {
@@ -286,6 +289,7 @@ fn tls_config(s: &PublishSettings) -> Result<rustls::ClientConfig, PublishError>
 mod tests {
     use super::*;
     use crate::config::MqttConfig;
+    use crate::publish::Topics;
 
     fn settings(url: &str) -> PublishSettings {
         PublishSettings {
@@ -330,7 +334,7 @@ mod tests {
         let mut s = settings("mqtt://localhost");
         s.mqtt.keep_alive = Duration::from_millis(500);
         assert!(matches!(
-            mqtt_options(&s, &topics),
+            mqtt_options(&s, Some(&topics.status)),
             Err(PublishError::Setting {
                 key: "mqtt.keep_alive",
                 ..
@@ -338,14 +342,14 @@ mod tests {
         ));
         let mut s = settings("mqtt://localhost");
         s.mqtt.inflight = 0;
-        assert!(mqtt_options(&s, &topics).is_err());
+        assert!(mqtt_options(&s, Some(&topics.status)).is_err());
         let mut s = settings("mqtt://localhost");
         s.mqtt.health_interval = Duration::ZERO;
-        assert!(mqtt_options(&s, &topics).is_err());
+        assert!(mqtt_options(&s, Some(&topics.status)).is_err());
         let mut s = settings("mqtt://localhost");
         s.client_id.clear();
-        assert!(mqtt_options(&s, &topics).is_err());
-        let opts = mqtt_options(&settings("mqtt://localhost:1999"), &topics).unwrap();
+        assert!(mqtt_options(&s, Some(&topics.status)).is_err());
+        let opts = mqtt_options(&settings("mqtt://localhost:1999"), Some(&topics.status)).unwrap();
         assert_eq!(opts.broker_address(), ("localhost".to_string(), 1999));
         assert_eq!(opts.max_packet_size(), 1024 * 1024);
     }
@@ -357,7 +361,7 @@ mod tests {
         let mut s = settings("mqtts://localhost");
         s.mqtt.ca = Some(dir.path().join("missing.pem"));
         assert!(matches!(
-            mqtt_options(&s, &topics),
+            mqtt_options(&s, Some(&topics.status)),
             Err(PublishError::ReadFile {
                 what: "mqtt.ca",
                 ..
@@ -367,7 +371,7 @@ mod tests {
         std::fs::write(&junk, "not a certificate").unwrap();
         s.mqtt.ca = Some(junk);
         assert!(matches!(
-            mqtt_options(&s, &topics),
+            mqtt_options(&s, Some(&topics.status)),
             Err(PublishError::Tls {
                 what: "mqtt.ca",
                 ..

@@ -85,6 +85,7 @@ impl HealthSampler {
             evictions: stats.evictions,
             outbox_bytes: stats.bytes_on_disk,
             disk_free_bytes,
+            logs_dropped: metrics.logs_dropped.load(Ordering::Relaxed),
         }
     }
 }

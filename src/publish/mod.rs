@@ -182,6 +182,22 @@ pub enum PublishError {
     },
 }
 
+/// Connection options for a command-line watcher (`platecam logs`, `platecam fleet`): the same
+/// URL, TLS and credential handling as the daemon, with no last will (a watcher is no device).
+pub fn watcher_options(
+    mqtt: &MqttConfig,
+    client_id: &str,
+) -> Result<rumqttc::MqttOptions, PublishError> {
+    let settings = PublishSettings {
+        mqtt: mqtt.clone(),
+        device_id: client_id.to_string(),
+        client_id: client_id.to_string(),
+        version: String::new(),
+        storage_dir: PathBuf::new(),
+    };
+    connect::mqtt_options(&settings, None)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

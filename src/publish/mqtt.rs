@@ -40,13 +40,14 @@ pub async fn run(
     outbox: Arc<Outbox>,
     new_reads: Arc<Notify>,
     metrics: Arc<Metrics>,
+    logs: Option<mpsc::Receiver<Vec<u8>>>,
     shutdown: CancellationToken,
 ) -> Result<PublishReport, PublishError> {
     // rumqttc's own rustls paths (and any other TLS user in the process) need a process default; an
     // Err only means one is installed already.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let topics = Topics::new(&settings.mqtt.prefix, &settings.device_id)?;
-    let options = mqtt_options(&settings, &topics)?;
+    let options = mqtt_options(&settings, Some(&topics.status))?;
     let online = serde_json::to_vec(&StatusMessage {
         state: "online".into(),
         version: Some(settings.version.clone()),
@@ -77,6 +78,7 @@ pub async fn run(
         desync: false,
         completed: Vec::new(),
         health_tick,
+        logs,
     };
     let mut backoff = Backoff::new(publisher.settings.mqtt.reconnect_max);
     loop {
@@ -177,6 +179,16 @@ struct Publisher {
     /// Records whose every publish was acked, not yet removed from the outbox.
     completed: Vec<u64>,
     health_tick: tokio::time::Interval,
+    /// Log events to forward on `logs` (QoS 0): only while connected; the queue drops the excess.
+    logs: Option<mpsc::Receiver<Vec<u8>>>,
+}
+
+/// The next queued log event; never resolves when there is no queue.
+async fn next_log(logs: &mut Option<mpsc::Receiver<Vec<u8>>>) -> Option<Vec<u8>> {
+    match logs {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 impl Publisher {
@@ -244,10 +256,19 @@ impl Publisher {
                 _ = rescan.tick() => self.more = true,
                 _ = self.health_tick.tick(), if connected => {
                     let payload = self.health_payload().await?;
-                    if let Err(e) = self.hand_control(&conn, &self.topics.health.clone(), QoS::AtMostOnce, false, payload) {
+                    // Retained, so a fleet view sees every unit's latest health at once.
+                    if let Err(e) = self.hand_control(&conn, &self.topics.health.clone(), QoS::AtMostOnce, true, payload) {
                         return Ok(SessionEnd::Lost { error: e, connected });
                     }
                 }
+                log = next_log(&mut self.logs), if connected => match log {
+                    Some(payload) => {
+                        if let Err(e) = self.hand_control(&conn, &self.topics.logs.clone(), QoS::AtMostOnce, false, payload) {
+                            return Ok(SessionEnd::Lost { error: e, connected });
+                        }
+                    }
+                    None => self.logs = None,
+                },
             }
             if connected {
                 if let Err(e) = self.fill_window(&conn).await? {

@@ -33,6 +33,8 @@ pub struct RunConfig<'a> {
     pub drain_timeout: &'a str,
     /// Extra `[storage]` keys.
     pub storage: &'a str,
+    /// `[logging]` keys.
+    pub logging: &'a str,
 }
 
 impl RunConfig<'_> {
@@ -63,6 +65,9 @@ drain_timeout = "{drain}"
 [storage]
 dir = "{state}"
 {storage}
+
+[logging]
+{logging}
 "#,
             port = self.port,
             replay = self.replay.display(),
@@ -70,6 +75,7 @@ dir = "{state}"
             drain = self.drain_timeout,
             state = self.state.display(),
             storage = self.storage,
+            logging = self.logging,
         )
     }
 
@@ -151,6 +157,44 @@ impl Daemon {
         let _ = self.child.kill();
         let _ = self.child.wait();
         std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A child process whose stdout lines are collected (`platecam logs --follow`).
+pub struct Watcher {
+    child: Child,
+    lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl Watcher {
+    pub fn start(args: &[&str]) -> Watcher {
+        let mut child = Command::new(bin())
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin()));
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        if let Some(out) = child.stdout.take() {
+            let sink = lines.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(out).lines().map_while(Result::ok) {
+                    sink.lock().unwrap().push(line);
+                }
+            });
+        }
+        Watcher { child, lines }
+    }
+
+    pub fn lines(&self) -> Vec<String> {
+        self.lines.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 

@@ -1,0 +1,236 @@
+//! `platecam logs` and `platecam fleet`: a person's view of units over MQTT, without SSH.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+use rumqttc::{AsyncClient, Event, Incoming, QoS};
+use tokio::sync::mpsc;
+
+use crate::config::MqttConfig;
+use crate::wire::{HealthMessage, LogMessage, StatusMessage};
+
+/// How to reach the broker the units publish to.
+#[derive(Debug, Args)]
+pub struct BrokerArgs {
+    /// Broker URL, mqtt://host[:port] or mqtts://host[:port].
+    #[arg(long)]
+    pub broker: String,
+    /// Topic prefix the units use (their mqtt.prefix).
+    #[arg(long, default_value = "platecam")]
+    pub prefix: String,
+    /// CA bundle for mqtts:// (default: the system's).
+    #[arg(long)]
+    pub ca: Option<PathBuf>,
+    #[arg(long)]
+    pub username: Option<String>,
+    /// File holding the password (never on the command line, where `ps` shows it).
+    #[arg(long)]
+    pub password_file: Option<PathBuf>,
+}
+
+struct Message {
+    topic: String,
+    payload: Vec<u8>,
+}
+
+/// Connects, subscribes to `filters`, and forwards every message; errors end the stream with a
+/// message on stderr (a watcher is interactive: no reconnect loop).
+async fn subscribe(
+    broker: &BrokerArgs,
+    filters: &[String],
+) -> anyhow::Result<mpsc::Receiver<Message>> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mqtt = MqttConfig {
+        url: broker.broker.clone(),
+        ca: broker.ca.clone(),
+        username: broker.username.clone(),
+        password_file: broker.password_file.clone(),
+        ..MqttConfig::default()
+    };
+    let client_id = format!("platecam-cli-{}", std::process::id());
+    let opts = crate::publish::watcher_options(&mqtt, &client_id)?;
+    let (client, mut eventloop) = AsyncClient::new(opts, 16);
+    for filter in filters {
+        client.subscribe(filter.as_str(), QoS::AtMostOnce).await?;
+    }
+    let (tx, rx) = mpsc::channel(256);
+    let url = broker.broker.clone();
+    tokio::spawn(async move {
+        let _client = client;
+        loop {
+            match eventloop.poll().await {
+                Ok(Event::Incoming(Incoming::Publish(p))) => {
+                    let msg = Message {
+                        topic: p.topic.clone(),
+                        payload: p.payload.to_vec(),
+                    };
+                    if tx.send(msg).await.is_err() {
+                        return;
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    eprintln!("platecam: broker {url}: {e}");
+                    return;
+                }
+            }
+        }
+    });
+    Ok(rx)
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?)
+}
+
+/// Levels from most to least severe, as tracing names them.
+const LEVELS: [&str; 5] = ["ERROR", "WARN", "INFO", "DEBUG", "TRACE"];
+
+fn severity(level: &str) -> usize {
+    LEVELS
+        .iter()
+        .position(|l| l.eq_ignore_ascii_case(level))
+        .unwrap_or(LEVELS.len())
+}
+
+/// Prints log events of `device` (`+` for every unit). Log events are not retained by the broker:
+/// without `follow`, it prints what arrives within `wait`, then exits.
+pub fn logs(
+    broker: &BrokerArgs,
+    device: &str,
+    follow: bool,
+    level: &str,
+    json: bool,
+    wait: Duration,
+) -> anyhow::Result<u8> {
+    if severity(level) == LEVELS.len() {
+        anyhow::bail!("--level {level:?}: use one of error, warn, info, debug, trace");
+    }
+    let topic = format!("{}/{device}/logs", broker.prefix.trim_end_matches('/'));
+    runtime()?.block_on(async {
+        let mut rx = subscribe(broker, &[topic]).await?;
+        loop {
+            let next = if follow {
+                rx.recv().await
+            } else {
+                tokio::time::timeout(wait, rx.recv()).await.ok().flatten()
+            };
+            let Some(msg) = next else { break };
+            let Ok(event) = serde_json::from_slice::<LogMessage>(&msg.payload) else {
+                eprintln!("platecam: {}: not a log event", msg.topic);
+                continue;
+            };
+            if severity(&event.level) > severity(level) {
+                continue;
+            }
+            if json {
+                println!("{}", String::from_utf8_lossy(&msg.payload));
+            } else {
+                let unit = msg.topic.split('/').rev().nth(1).unwrap_or("?");
+                let fields: Vec<String> = event
+                    .fields
+                    .iter()
+                    .map(|(k, v)| match v.as_str() {
+                        Some(s) => format!("{k}={s}"),
+                        None => format!("{k}={v}"),
+                    })
+                    .collect();
+                println!(
+                    "{} {unit} {:>5} {}: {} {}",
+                    event.at,
+                    event.level,
+                    event.target,
+                    event.message,
+                    fields.join(" ")
+                );
+                if event.dropped > 0 {
+                    println!(
+                        "  ({} events dropped by the unit's rate limit so far)",
+                        event.dropped
+                    );
+                }
+            }
+        }
+        Ok(0)
+    })
+}
+
+#[derive(Default, serde::Serialize)]
+struct Unit {
+    device: String,
+    status: Option<StatusMessage>,
+    health: Option<HealthMessage>,
+}
+
+/// Lists the units that have a retained status or health under the prefix.
+pub fn fleet(broker: &BrokerArgs, json: bool, wait: Duration) -> anyhow::Result<u8> {
+    let prefix = broker.prefix.trim_end_matches('/');
+    let filters = [format!("{prefix}/+/status"), format!("{prefix}/+/health")];
+    let units = runtime()?.block_on(async {
+        let mut rx = subscribe(broker, &filters).await?;
+        let mut units: BTreeMap<String, Unit> = BTreeMap::new();
+        // Retained messages arrive right after the subscription: stop once the burst is over.
+        while let Ok(Some(msg)) = tokio::time::timeout(wait, rx.recv()).await {
+            let mut parts = msg.topic.rsplit('/');
+            let (Some(kind), Some(device)) = (parts.next(), parts.next()) else {
+                continue;
+            };
+            let unit = units.entry(device.to_string()).or_insert_with(|| Unit {
+                device: device.to_string(),
+                ..Unit::default()
+            });
+            match kind {
+                "status" => unit.status = serde_json::from_slice(&msg.payload).ok(),
+                _ => unit.health = serde_json::from_slice(&msg.payload).ok(),
+            }
+        }
+        anyhow::Ok(units)
+    })?;
+    if json {
+        for unit in units.values() {
+            println!("{}", serde_json::to_string(unit)?);
+        }
+        return Ok(0);
+    }
+    println!(
+        "{:<20} {:<8} {:<9} {:>8} {:>7} {:>9} {:>10} {:>9} {:>10}  last health",
+        "device", "state", "version", "uptime", "fps", "buffered", "oldest", "evicted", "disk free"
+    );
+    for u in units.values() {
+        let state = u.status.as_ref().map_or("?", |s| s.state.as_str());
+        let version = u
+            .status
+            .as_ref()
+            .and_then(|s| s.version.as_deref())
+            .unwrap_or("-");
+        match &u.health {
+            Some(h) => {
+                let fps: f64 = h.cameras.iter().map(|c| c.fps).sum();
+                println!(
+                    "{:<20} {:<8} {:<9} {:>7}s {:>7.1} {:>9} {:>10} {:>9} {:>10}  {}",
+                    u.device,
+                    state,
+                    version,
+                    h.uptime_s,
+                    fps,
+                    h.reads_buffered,
+                    h.oldest_unsent_age_s
+                        .map_or("-".into(), |a| format!("{a:.0}")),
+                    h.evictions,
+                    h.disk_free_bytes
+                        .map_or("-".into(), |b| (b >> 20).to_string()),
+                    h.at
+                );
+            }
+            None => println!(
+                "{:<20} {:<8} {:<9}  (no health yet)",
+                u.device, state, version
+            ),
+        }
+    }
+    Ok(0)
+}
