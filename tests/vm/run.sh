@@ -244,8 +244,9 @@ grep -q '^GUEST-RC=0' "$run/console.log" || fail "guest checks failed (console: 
 check_outbox() { # check_outbox NAME PHOTO...: every plate of those photos read, nothing else
   local name=$1 cfg=$run/$1.toml
   shift
-  printf '[[camera]]\nname = "cam0"\nsource = "v4l2:///dev/video0"\n[storage]\ndir = "%s"\n' \
-    "$share/out/$name/outbox" >"$cfg"
+  # The host has no /dev/video0: a replay source keeps the config valid here.
+  printf '[[camera]]\nname = "cam0"\nsource = "replay://%s"\n[storage]\ndir = "%s"\n' \
+    "$(realpath "${photos[0]}")" "$share/out/$name/outbox" >"$cfg"
   "$host_bin" outbox list --json --config "$cfg" >"$run/$name.reads.jsonl" || fail "$name: outbox list failed"
   local got want
   got=$("$py" -c 'import json,sys; print(" ".join(sorted({json.loads(l)["plate"] for l in open(sys.argv[1]) if l.strip()})))' "$run/$name.reads.jsonl")
