@@ -89,7 +89,15 @@ EOF
   fi
 }
 kpkg=linux-image-$KVER-$deb_arch
-if ! apt_dl "$kpkg"; then fail "cannot download $kpkg (set KVER to a current Debian kernel ABI)"; fi
+if ! apt_dl "$kpkg"; then
+  # The archive moved on to a newer ABI: take the one the metapackage depends on now.
+  a=()
+  [ "$deb_arch" = amd64 ] || a=(env APT_CONFIG="$cache/apt/apt.conf")
+  KVER=$("${a[@]}" apt-cache depends "linux-image-$deb_arch" 2>/dev/null |
+    sed -n "s/.*Depends: linux-image-\(.*\)-$deb_arch\$/\1/p" | head -1)
+  kpkg=linux-image-$KVER-$deb_arch
+  [ -n "$KVER" ] && log "using $kpkg" && apt_dl "$kpkg" || fail "cannot download a Debian kernel (set KVER)"
+fi
 kdir=$cache/kernel-$KVER
 if [ ! -d "$kdir/lib/modules/$KVER-$deb_arch" ]; then
   log "unpacking $kpkg"
