@@ -43,6 +43,9 @@ reconnect_max = "2s"
 [storage]
 dir = "$OUT/$1/outbox"
 min_free_bytes = "1 MiB"
+[tracking]
+# TCG inference takes seconds a frame: keep one pass per photo (the blank between photos is longer).
+max_gap = "2500ms"
 [logging]
 level = "info"
 EOF
@@ -76,7 +79,7 @@ sequence() { # sequence EXT SIZE PHOTO...
   ext=$1 size=$2
   shift 2
   echo "2 $H/frames/blank.$size.$ext"
-  for p in "$@"; do echo "$HOLD $H/frames/$p.$size.$ext 3 $H/frames/blank.$size.$ext"; done
+  for p in "$@"; do echo "$HOLD $H/frames/$p.$size.$ext 5 $H/frames/blank.$size.$ext"; done
 }
 
 for combo in $COMBOS; do
