@@ -50,13 +50,8 @@ async fn replay_of_n_photos_gives_n_reads_with_crops() {
         "samples/groundtruth.tsv lists the sample photos"
     );
     let cfg = RunConfig {
-        state: &tmp.path().join("state"),
-        replay: &dir,
-        port: broker.port,
-        repeat: false,
         drain_timeout: "20s",
-        storage: "",
-        logging: "",
+        ..RunConfig::new(&tmp.path().join("state"), &dir, broker.port)
     }
     .write();
     let mut daemon = Daemon::start(&cfg);
@@ -96,13 +91,8 @@ async fn broker_down_then_up_delivers_every_accepted_read_in_order() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let (dir, truth) = samples();
     let cfg = RunConfig {
-        state: &tmp.path().join("state"),
-        replay: &dir,
-        port: broker.port,
-        repeat: false,
         drain_timeout: "60s",
-        storage: "",
-        logging: "",
+        ..RunConfig::new(&tmp.path().join("state"), &dir, broker.port)
     }
     .write();
     let mut daemon = Daemon::start(&cfg);
@@ -141,13 +131,8 @@ async fn kill_9_twenty_times_loses_no_accepted_read() {
     let (dir, _) = samples();
     let state = tmp.path().join("state");
     let looping = RunConfig {
-        state: &state,
-        replay: &dir,
-        port: broker.port,
         repeat: true,
-        drain_timeout: "10s",
-        storage: "",
-        logging: "",
+        ..RunConfig::new(&state, &dir, broker.port)
     }
     .write();
     let mut accepted = Vec::new();
@@ -166,13 +151,8 @@ async fn kill_9_twenty_times_loses_no_accepted_read() {
     let empty = tmp.path().join("empty");
     std::fs::create_dir_all(&empty).expect("mkdir");
     let drain = RunConfig {
-        state: &state,
-        replay: &empty,
-        port: broker.port,
-        repeat: false,
         drain_timeout: "30s",
-        storage: "",
-        logging: "",
+        ..RunConfig::new(&state, &empty, broker.port)
     };
     let drain_cfg = tmp.path().join("drain.toml");
     std::fs::write(&drain_cfg, drain.toml()).expect("write config");
@@ -212,13 +192,9 @@ async fn quota_reached_with_broker_down_evicts_and_reports_it() {
     let state = tmp.path().join("state");
     // 48 KiB of disk budget holds only a few reads with their crops.
     let cfg = RunConfig {
-        state: &state,
-        replay: &dir,
-        port: broker.port,
         repeat: true,
-        drain_timeout: "10s",
         storage: "max_bytes = \"48KiB\"",
-        logging: "",
+        ..RunConfig::new(&state, &dir, broker.port)
     }
     .write();
     let mut daemon = Daemon::start(&cfg);
@@ -289,13 +265,9 @@ async fn garbage_outbox_and_corrupt_photo_are_survived() {
     std::fs::write(state.join("outbox").join("db"), vec![0x5Au8; 65536]).expect("garbage");
     std::fs::write(state.join("outbox").join("conf"), b"garbage").expect("garbage");
     let cfg = RunConfig {
-        state: &state,
-        replay: &replay,
-        port: broker.port,
-        repeat: false,
         drain_timeout: "20s",
-        storage: "",
         logging: "mqtt_level = \"warn\"",
+        ..RunConfig::new(&state, &replay, broker.port)
     }
     .write();
     let port = broker.port.to_string();
@@ -349,13 +321,8 @@ async fn sigterm_drains_and_exits_0() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let (dir, _) = samples();
     let cfg = RunConfig {
-        state: &tmp.path().join("state"),
-        replay: &dir,
-        port: broker.port,
         repeat: true,
-        drain_timeout: "10s",
-        storage: "",
-        logging: "",
+        ..RunConfig::new(&tmp.path().join("state"), &dir, broker.port)
     }
     .write();
     let mut daemon = Daemon::start(&cfg);

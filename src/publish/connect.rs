@@ -11,6 +11,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 use super::{PublishError, PublishSettings};
+use crate::config::MqttEndpoint;
 use crate::wire::StatusMessage;
 
 /// Where the CA bundle is looked for when `mqtt.ca` is unset (Debian's `ca-certificates`).
@@ -20,71 +21,11 @@ const MQTT_MAX_PACKET: u64 = 268_435_455;
 /// Below this not even a read's JSON fits.
 const MIN_PACKET: u64 = 16 * 1024;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Endpoint {
-    pub host: String,
-    pub port: u16,
-    pub tls: bool,
-}
-
-pub(crate) fn parse_url(url: &str) -> Result<Endpoint, PublishError> {
-    let bad = |reason: &str| PublishError::Url {
+/// The broker's host, port and transport, parsed the same way `check-config` does.
+pub(crate) fn parse_url(url: &str) -> Result<MqttEndpoint, PublishError> {
+    MqttEndpoint::parse(url).map_err(|reason| PublishError::Url {
         url: url.to_string(),
-        reason: reason.to_string(),
-    };
-    let (tls, rest) = if let Some(rest) = url.strip_prefix("mqtts://") {
-        (true, rest)
-    } else if let Some(rest) = url.strip_prefix("mqtt://") {
-        (false, rest)
-    } else {
-        return Err(bad("expected mqtt://host[:port] or mqtts://host[:port]"));
-    };
-    let rest = rest.strip_suffix('/').unwrap_or(rest);
-    if rest.contains(['/', '?', '@']) {
-        return Err(bad("only host and port are allowed (credentials go in mqtt.username and mqtt.password_file)"));
-    }
-    // `[v6addr]:port`, `[v6addr]`, `host:port` or `host`.
-    let (host, port) = if let Some(v6) = rest.strip_prefix('[') {
-        let (host, after) = v6
-            .split_once(']')
-            .ok_or_else(|| bad("unclosed '[' in IPv6 address"))?;
-        match after {
-            "" => (host, None),
-            p => (
-                host,
-                Some(
-                    p.strip_prefix(':')
-                        .ok_or_else(|| bad("expected ':' after ']'"))?,
-                ),
-            ),
-        }
-    } else {
-        match rest.split_once(':') {
-            Some((h, p)) => (h, Some(p)),
-            None => (rest, None),
-        }
-    };
-    if host.is_empty() {
-        return Err(bad("empty host"));
-    }
-    let port = match port {
-        None => {
-            if tls {
-                8883
-            } else {
-                1883
-            }
-        }
-        Some(p) => p
-            .parse::<u16>()
-            .ok()
-            .filter(|p| *p != 0)
-            .ok_or_else(|| bad("port must be 1-65535"))?,
-    };
-    Ok(Endpoint {
-        host: host.to_string(),
-        port,
-        tls,
+        reason,
     })
 }
 

@@ -37,7 +37,20 @@ pub struct RunConfig<'a> {
     pub logging: &'a str,
 }
 
-impl RunConfig<'_> {
+impl<'a> RunConfig<'a> {
+    /// A one-pass replay with a 10 s drain and default storage and logging.
+    pub fn new(state: &'a Path, replay: &'a Path, port: u16) -> RunConfig<'a> {
+        RunConfig {
+            state,
+            replay,
+            port,
+            repeat: false,
+            drain_timeout: "10s",
+            storage: "",
+            logging: "",
+        }
+    }
+
     pub fn toml(&self) -> String {
         format!(
             r#"
