@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Turns photos into raw V4L2 frames for vivid's output node (tests/vm/run.sh).
 
-    frames.py OUT_DIR W H PHOTO...   writes OUT_DIR/<stem>.<W>x<H>.{grey,yuyv} and blank.<W>x<H>.*
+    frames.py OUT_DIR W H PHOTO...   writes OUT_DIR/<stem>.<W>x<H>.{grey,yuyv,png} and blank.<W>x<H>.*
 
 Each photo is scaled to fit W x H (aspect kept, black borders), then written tightly packed:
 GREY = W*H bytes of luma, YUYV = W*H*2 bytes (BT.601 limited range, as the decoder expects).
@@ -54,7 +54,9 @@ def main():
     write(out, "blank", Image.new("RGB", (w, h), (90, 90, 90)), w, h)
     for p in photos:
         stem = os.path.splitext(os.path.basename(p))[0]
-        write(out, stem, fit(Image.open(p), w, h), w, h)
+        img = fit(Image.open(p), w, h)
+        write(out, stem, img, w, h)
+        img.save(os.path.join(out, f"{stem}.{w}x{h}.png"))
 
 
 if __name__ == "__main__":
