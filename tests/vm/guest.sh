@@ -78,7 +78,7 @@ stop_daemon() { # stop_daemon NAME: SIGTERM, expect exit 0
 sequence() { # sequence EXT SIZE PHOTO...
   ext=$1 size=$2
   shift 2
-  echo "2 $H/frames/blank.$size.$ext"
+  echo "4 $H/frames/blank.$size.$ext"
   for p in "$@"; do echo "$HOLD $H/frames/$p.$size.$ext 5 $H/frames/blank.$size.$ext"; done
 }
 

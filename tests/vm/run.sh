@@ -12,7 +12,7 @@
 #                  debug one if missing; aarch64 target/aarch64-unknown-linux-gnu/dist/platecam, built
 #                  with deploy/build.sh aarch64 if missing)
 #   PHOTOS         how many sample photos to show per run (default 2; TCG inference is slow)
-#   HOLD           seconds each photo is held in front of the camera (default 8)
+#   HOLD           seconds each photo is held in front of the camera (default 12)
 #   COMBOS         the format-size runs (default: GREY-640x480 YUYV-640x480 GREY-1280x720 YUYV-1280x720)
 #   KVER           Debian kernel ABI (default 6.1.0-56); VM_CACHE cache folder (default target/vm)
 #   VM_TIMEOUT     seconds before the guest is killed (default 900)
@@ -30,7 +30,7 @@ root=$(cd "$here/../.." && pwd)
 cd "$root"
 KVER=${KVER:-6.1.0-56}
 PHOTOS=${PHOTOS:-2}
-HOLD=${HOLD:-8}
+HOLD=${HOLD:-12}
 COMBOS=${COMBOS-GREY-640x480 YUYV-640x480 GREY-1280x720 YUYV-1280x720}
 cache=$(mkdir -p "${VM_CACHE:-target/vm}" && cd "${VM_CACHE:-target/vm}" && pwd)/$arch
 mkdir -p "$cache"
