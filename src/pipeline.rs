@@ -117,7 +117,6 @@ pub async fn run(
         outbox: outbox.clone(),
         metrics: metrics.clone(),
         new_reads,
-        min_confidence: cfg.recognition.as_ref().and_then(|r| r.min_confidence),
         tracking: cfg.tracking.clone(),
     };
     let mut threads = Vec::new();
@@ -180,7 +179,6 @@ struct Stage {
     outbox: Arc<Outbox>,
     metrics: Arc<Metrics>,
     new_reads: Arc<Notify>,
-    min_confidence: Option<f32>,
     tracking: crate::config::TrackingConfig,
 }
 
@@ -207,7 +205,7 @@ fn start_camera(
 
 /// Frames in, reads out, until the queue closes. Returns the number of reads accepted.
 fn recognize_loop(stage: &Stage, queue: &FrameQueue) -> u64 {
-    let mut tracker = Tracker::new(stage.tracking.clone(), stage.min_confidence);
+    let mut tracker = Tracker::new(stage.tracking.clone());
     let mut accepted = 0;
     let mut last_error: Option<Instant> = None;
     let mut tracks_open = false;

@@ -27,11 +27,13 @@ fn normalise(plate: &str) -> String {
         .collect()
 }
 
-/// Waits until `want` reads arrived (or `limit`), returning every message seen.
+/// Waits until `want` reads and their crops arrived (or `limit`), returning every message seen.
 async fn collect_reads(sub: &mut Subscriber, want: usize, limit: Duration) -> Vec<Received> {
     let until = tokio::time::Instant::now() + limit;
     let mut all = Vec::new();
-    while reads_of(&all).len() < want && tokio::time::Instant::now() < until {
+    let crops = |all: &[Received]| all.iter().filter(|m| m.topic.contains("/crops/")).count();
+    while (reads_of(&all).len() < want || crops(&all) < want) && tokio::time::Instant::now() < until
+    {
         if let Some(m) = sub.next(Duration::from_millis(200)).await {
             all.push(m);
         }
@@ -103,7 +105,7 @@ async fn broker_down_then_up_delivers_every_accepted_read_in_order() {
     assert!(all_accepted, "{:#?}", daemon.lines());
     std::thread::sleep(Duration::from_secs(2));
     broker.start_process();
-    let mut sub = Subscriber::connect(broker.port, "platecam/+/reads").await;
+    let mut sub = Subscriber::connect(broker.port, "platecam/#").await;
     let status = daemon.wait_exit(Duration::from_secs(60));
     assert_eq!(
         status.and_then(|s| s.code()),
@@ -190,10 +192,10 @@ async fn quota_reached_with_broker_down_evicts_and_reports_it() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let (dir, _) = samples();
     let state = tmp.path().join("state");
-    // 48 KiB of disk budget holds only a few reads with their crops.
+    // 1 MiB of disk (about 350 KB of records) holds a few dozen reads with their crops.
     let cfg = RunConfig {
         repeat: true,
-        storage: "max_bytes = \"48KiB\"",
+        storage: "max_bytes = \"1MiB\"",
         ..RunConfig::new(&state, &dir, broker.port)
     }
     .write();
@@ -251,7 +253,7 @@ fn config_with_three_mistakes_reports_all_with_lines_and_exits_78() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_outbox_and_corrupt_photo_are_survived() {
     let broker = Mosquitto::start();
-    let mut sub = Subscriber::connect(broker.port, "platecam/+/reads").await;
+    let mut sub = Subscriber::connect(broker.port, "platecam/#").await;
     let tmp = tempfile::tempdir().expect("tempdir");
     let (dir, truth) = samples();
     let replay = tmp.path().join("photos");

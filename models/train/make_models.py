@@ -11,6 +11,7 @@ import datetime
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -127,6 +128,8 @@ def main():
     ap.add_argument("--samples", default="samples")
     ap.add_argument("--minutes", type=float, default=55.0, help="wall-clock training time (both models in parallel)")
     ap.add_argument("--ocr-minutes", type=float, default=40.0, help="OCR training minutes (0: use --minutes)")
+    ap.add_argument("--ocr-finetune-minutes", type=float, default=0.0,
+                    help="OCR phase 2 (fine-tune on fresh hard crops, lower LR) after phase 1")
     ap.add_argument("--det-minutes", type=float, default=0, help="override --minutes for the detector")
     ap.add_argument("--seed", type=int, default=1234)
     ap.add_argument("--work", default="/tmp/platecam-train")
@@ -142,10 +145,18 @@ def main():
     t0 = time.time()
     if not args.skip_train:
         print("training OCR (%.1f min) and detector (%.1f min) in parallel" % (om, dm), flush=True)
-        procs = [subprocess.Popen([sys.executable, os.path.join(HERE, "train.py"), "--task", t, "--minutes",
-                                   str(m), "--seed", str(args.seed), "--ckpt", ck])
-                 for t, m, ck in (("ocr", om, ocr_ck), ("det", dm, det_ck))]
-        rc = [p.wait() for p in procs]
+        tr = [sys.executable, os.path.join(HERE, "train.py"), "--seed", str(args.seed)]
+        det_p = subprocess.Popen(tr + ["--task", "det", "--minutes", str(dm), "--ckpt", det_ck])
+        # OCR: phase 1 (curriculum from clean to hard crops), then phase 2: fine-tune on fresh hard crops
+        p1 = os.path.join(args.work, "ocr_phase1.pt")
+        rc_ocr = subprocess.call(tr + ["--task", "ocr", "--minutes", str(om), "--ckpt", p1])
+        if rc_ocr == 0 and args.ocr_finetune_minutes > 0:
+            rc_ocr = subprocess.call(tr + ["--task", "ocr", "--minutes", str(args.ocr_finetune_minutes),
+                                           "--init", p1, "--index-offset", "10000000", "--lr", "6e-4",
+                                           "--threads", "2", "--ckpt", ocr_ck])
+        elif rc_ocr == 0:
+            shutil.copy(p1, ocr_ck)
+        rc = [rc_ocr, det_p.wait()]
         if any(rc):
             sys.exit("training failed: %s" % rc)
     torch.manual_seed(args.seed)
@@ -175,10 +186,11 @@ def main():
                 "input": {"channels": 1, "height": OCR_H, "width": OCR_W},
                 "alphabet": ALPHABET, "pad_char": "_", "slots": SLOTS, "crop_margin": CROP_MARGIN},
         "provenance": {
-            "command": "python3 models/train/make_models.py --out %s --samples %s --minutes %g --ocr-minutes %g --seed %d" % (
-                args.out, args.samples, args.minutes, args.ocr_minutes, args.seed),
+            "command": "python3 models/train/make_models.py --out %s --samples %s --minutes %g --ocr-minutes %g --ocr-finetune-minutes %g --seed %d" % (
+                args.out, args.samples, args.minutes, args.ocr_minutes, args.ocr_finetune_minutes, args.seed),
             "seed": args.seed, "torch": torch.__version__, "device": "cpu (2 cores)",
-            "minutes": args.minutes, "ocr_minutes": om, "det_minutes": dm,
+            "minutes": args.minutes, "ocr_minutes": om, "ocr_finetune_minutes": args.ocr_finetune_minutes,
+            "det_minutes": dm,
             "ocr_steps": ock.get("step"), "ocr_samples": ock.get("seen"),
             "det_steps": dck.get("step"), "det_samples": dck.get("seen"),
             "detector_params": det_params, "ocr_params": ocr_params,

@@ -26,13 +26,14 @@ OCR_H, OCR_W = 32, 128
 
 
 class OcrData(Dataset):
-    def __init__(self, seed, n=10 ** 8):
-        self.seed, self.n = seed, n
+    def __init__(self, seed, n=10 ** 8, offset=0):
+        self.seed, self.n, self.offset = seed, n, offset
 
     def __len__(self):
         return self.n
 
     def __getitem__(self, i):
+        i += self.offset
         hard = min(1.0, 0.2 + i / 40000.0)  # curriculum: clean crops first
         a, label = synth.ocr_sample(synth.sample_rng(self.seed, i), OCR_W, OCR_H, hard=hard)
         y = np.full(SLOTS, len(ALPHABET) - 1, np.int64)
@@ -120,6 +121,8 @@ def main():
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--batch", type=int, default=0)
     ap.add_argument("--lr", type=float, default=0)
+    ap.add_argument("--init", default="", help="start from this checkpoint (second training phase)")
+    ap.add_argument("--index-offset", type=int, default=0, help="first sample index (new data, curriculum done)")
     ap.add_argument("--label-smoothing", type=float, default=0.0)
     args = ap.parse_args()
 
@@ -127,7 +130,7 @@ def main():
     torch.set_num_threads(args.threads)
     if args.task == "ocr":
         model = OCR()
-        data = OcrData(args.seed)
+        data = OcrData(args.seed, offset=args.index_offset)
         bs = args.batch or 32
         peak = 2e-3
     else:
@@ -138,6 +141,8 @@ def main():
     loader = DataLoader(data, batch_size=bs, shuffle=False, num_workers=args.workers,
                         persistent_workers=args.workers > 0, prefetch_factor=4 if args.workers else None)
     peak = args.lr or peak
+    if args.init:
+        model.load_state_dict(torch.load(args.init)["model"])
     opt = torch.optim.AdamW(model.parameters(), lr=peak, weight_decay=1e-4)
     budget = args.minutes * 60.0
     t0 = time.time()

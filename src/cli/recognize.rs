@@ -20,6 +20,8 @@ struct PlateJson {
     text: String,
     confidence: f32,
     bbox: [u32; 4],
+    /// The detector's score for the box (1 with --ocr-only).
+    detector_score: f32,
 }
 
 #[derive(Serialize, Default)]
@@ -111,6 +113,7 @@ fn read_image(
             text: text.text,
             confidence: text.confidence,
             bbox: [0, 0, img.width(), img.height()],
+            detector_score: 1.0,
         }]
     } else {
         let (detections, timings) = recognizer.recognize(&img).map_err(|e| e.to_string())?;
@@ -127,6 +130,7 @@ fn read_image(
                     d.bbox.w.round() as u32,
                     d.bbox.h.round() as u32,
                 ],
+                detector_score: d.bbox.score,
             })
             .collect()
     };

@@ -135,7 +135,7 @@ pub fn logs(
                     .fields
                     .iter()
                     .map(|(k, v)| match v.as_str() {
-                        Some(s) => format!("{k}={s}"),
+                        Some(s) => format!("{k}={}", one_line(s)),
                         None => format!("{k}={v}"),
                     })
                     .collect();
@@ -144,7 +144,7 @@ pub fn logs(
                     event.at,
                     event.level,
                     event.target,
-                    event.message,
+                    one_line(&event.message),
                     fields.join(" ")
                 );
                 if event.dropped > 0 {
@@ -157,6 +157,11 @@ pub fn logs(
         }
         Ok(0)
     })
+}
+
+/// One event, one line: errors from other crates may carry newlines.
+fn one_line(s: &str) -> String {
+    s.trim_end().replace('\n', "\\n")
 }
 
 #[derive(Default, serde::Serialize)]

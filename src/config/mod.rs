@@ -173,8 +173,6 @@ pub enum EvictionPolicy {
 pub struct RecognitionConfig {
     pub detector: Option<ModelConfig>,
     pub ocr: Option<ModelConfig>,
-    /// Reads whose voted confidence is below this are not emitted.
-    pub min_confidence: Option<f32>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -214,6 +212,13 @@ pub struct TrackingConfig {
     pub min_frames: u32,
     /// Alternatives reported with each read.
     pub candidates: usize,
+    /// Reads whose voted confidence (mean character probability) is below this are dropped.
+    pub min_confidence: f32,
+    /// Reads shorter than this are dropped (signs and stickers give short fragments).
+    pub min_chars: usize,
+    /// Drop reads without a digit: plates in the formats we read carry digits, while the text
+    /// on signs, state names and slogans mostly does not. Vanity-plate sites turn this off.
+    pub require_digit: bool,
 }
 
 impl Default for TrackingConfig {
@@ -223,6 +228,9 @@ impl Default for TrackingConfig {
             max_gap: Duration::from_millis(700),
             min_frames: 1,
             candidates: 5,
+            min_confidence: 0.8,
+            min_chars: 4,
+            require_digit: true,
         }
     }
 }

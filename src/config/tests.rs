@@ -44,18 +44,7 @@ fn default_toml_mentions_every_key() {
         ..Config::default()
     };
     collect_keys(&json(&full), &mut keys);
-    keys.extend(
-        [
-            "recognition",
-            "detector",
-            "ocr",
-            "min_confidence",
-            "format",
-            "path",
-            "config",
-        ]
-        .map(String::from),
-    );
+    keys.extend(["recognition", "detector", "ocr", "format", "path", "config"].map(String::from));
     keys.extend(
         [
             "score_threshold",
@@ -194,8 +183,6 @@ max_bytes = "512 MiB"
 min_free_bytes = 1048576
 eviction = "crops-first"
 
-[recognition]
-min_confidence = 0.6
 [recognition.detector]
 format = "yolo-end2end"
 path = "/m/det.onnx"
@@ -371,7 +358,7 @@ fn semantic_checks_report_key_and_line() {
             "recognition.detector.format",
             2,
         ),
-        ("[recognition]\nmin_confidence = 2.0", "recognition.min_confidence", 2),
+        ("[tracking]\nmin_confidence = 2.0", "tracking.min_confidence", 2),
         ("[location]\nlat = 91.0\nlon = 0.0", "location.lat", 2),
         ("[logging]\nlevel = \"platecam=loud\"", "logging.level", 2),
     ];

@@ -241,14 +241,6 @@ pub(super) fn static_checks(c: &Config, lines: &KeyLines) -> Vec<Problem> {
                 check_model(&format!("recognition.{name}"), name, model, &mut bad);
             }
         }
-        if let Some(v) = r.min_confidence {
-            if !(0.0..=1.0).contains(&v) {
-                bad(
-                    "recognition.min_confidence",
-                    format!("{v} is outside 0..=1"),
-                );
-            }
-        }
     }
 
     // tracking
@@ -261,6 +253,18 @@ pub(super) fn static_checks(c: &Config, lines: &KeyLines) -> Vec<Problem> {
     }
     if t.max_gap.is_zero() {
         bad("tracking.max_gap", "must be more than 0s".into());
+    }
+    if !(0.0..=1.0).contains(&t.min_confidence) {
+        bad(
+            "tracking.min_confidence",
+            format!("{} is outside 0..=1", t.min_confidence),
+        );
+    }
+    if !(1..=10).contains(&t.min_chars) {
+        bad(
+            "tracking.min_chars",
+            format!("{} is outside 1..=10", t.min_chars),
+        );
     }
     if t.min_frames < 1 {
         bad("tracking.min_frames", "must be at least 1".into());

@@ -31,6 +31,9 @@ pub use record::{Record, RECORD_VERSION};
 pub const SPACE_AMPLIFICATION: u64 = 3;
 
 const NEXT_SEQ: &[u8] = b"next_seq";
+/// Written beside sled's files once a database opened: a directory with files but without it was
+/// not made by platecam (sled itself opens some garbage as an empty database, silently).
+const MARKER: &str = "PLATECAM_OUTBOX";
 const EVICTIONS: &[u8] = b"evictions";
 
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +51,8 @@ pub enum OutboxError {
         seq: u64,
         reason: String,
     },
+    #[error("outbox {dir}: {reason}")]
+    Unrecognised { dir: PathBuf, reason: String },
     #[error("outbox {dir}: sled panicked while opening the database")]
     OpenPanicked { dir: PathBuf },
     #[error("outbox {dir}: read of {bytes} bytes is larger than the whole quota ({quota} bytes)")]
@@ -149,6 +154,11 @@ impl Outbox {
             dir: dir.to_path_buf(),
             source,
         };
+        let io_err = |source| OutboxError::Io {
+            dir: dir.to_path_buf(),
+            source,
+        };
+        check_marker(dir)?;
         // sled has been seen to panic on some damaged files; that must not take the daemon down.
         let opened = std::panic::catch_unwind(|| {
             sled::Config::new().path(dir).cache_capacity(8 << 20).open()
@@ -159,10 +169,11 @@ impl Outbox {
         let db = opened.map_err(db_err)?;
         let reads = db.open_tree("reads").map_err(db_err)?;
         let meta = db.open_tree("meta").map_err(db_err)?;
-        let db_file = File::open(dir.join("db")).map_err(|source| OutboxError::Io {
-            dir: dir.to_path_buf(),
-            source,
-        })?;
+        let db_file = File::open(dir.join("db")).map_err(io_err)?;
+        if !dir.join(MARKER).exists() {
+            let marker = format!("platecam outbox, record format {RECORD_VERSION}\n");
+            std::fs::write(dir.join(MARKER), marker).map_err(io_err)?;
+        }
         let outbox = Outbox {
             dir: dir.to_path_buf(),
             db,
@@ -448,6 +459,37 @@ impl Outbox {
             TransactionError::Abort(reason) => self.record_err(seq, reason),
             TransactionError::Storage(e) => self.db_err(e),
         }
+    }
+}
+
+/// A non-empty outbox directory must carry our marker, with a record format this build reads.
+fn check_marker(dir: &Path) -> Result<(), OutboxError> {
+    let unrecognised = |reason: String| OutboxError::Unrecognised {
+        dir: dir.to_path_buf(),
+        reason,
+    };
+    let Ok(mut entries) = std::fs::read_dir(dir) else {
+        return Ok(()); // Not there yet: sled creates it.
+    };
+    if entries.next().is_none() {
+        return Ok(());
+    }
+    let text = std::fs::read_to_string(dir.join(MARKER)).map_err(|e| {
+        unrecognised(format!(
+            "holds files but no readable {MARKER} marker ({e}): not an outbox platecam wrote"
+        ))
+    })?;
+    let version = text
+        .trim()
+        .rsplit(' ')
+        .next()
+        .and_then(|v| v.parse::<u8>().ok());
+    match version {
+        Some(RECORD_VERSION) => Ok(()),
+        Some(v) => Err(unrecognised(format!(
+            "record format {v}, this platecam reads format {RECORD_VERSION} (a rollback?)"
+        ))),
+        None => Err(unrecognised(format!("{MARKER} says {text:?}"))),
     }
 }
 

@@ -182,9 +182,11 @@ pub fn manifest_search_paths() -> Vec<PathBuf> {
     {
         paths.push(bin_dir.join("../share/platecam/models/manifest.json"));
     }
-    paths.push("/usr/share/platecam/models/manifest.json".into());
-    // Last, so a fresh checkout runs without installing.
+    // The checkout this binary was built from, before the system's copy: a developer's build
+    // runs the models of its own tree even where a packaged platecam is installed. On a unit the
+    // build machine's path does not exist and the packaged models are used.
     paths.push(concat!(env!("CARGO_MANIFEST_DIR"), "/models/manifest.json").into());
+    paths.push("/usr/share/platecam/models/manifest.json".into());
     paths
 }
 

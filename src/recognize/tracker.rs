@@ -24,7 +24,6 @@ const ALTERNATIVES_PER_SLOT: usize = 3;
 #[derive(Debug)]
 pub struct Tracker {
     cfg: TrackingConfig,
-    min_confidence: Option<f32>,
     tracks: Vec<Track>,
 }
 
@@ -53,10 +52,9 @@ struct Best {
 }
 
 impl Tracker {
-    pub fn new(cfg: TrackingConfig, min_confidence: Option<f32>) -> Tracker {
+    pub fn new(cfg: TrackingConfig) -> Tracker {
         Tracker {
             cfg,
-            min_confidence,
             tracks: Vec::new(),
         }
     }
@@ -128,8 +126,15 @@ impl Tracker {
             .into_iter()
             .filter(|t| t.areas.len() as u32 >= self.cfg.min_frames)
             .filter_map(|t| t.into_read(self.cfg.candidates))
-            .filter(|r| self.min_confidence.is_none_or(|m| r.confidence >= m))
+            .filter(|r| self.plausible(r))
             .collect()
+    }
+
+    /// Whether a voted read looks like a plate rather than other text (see `TrackingConfig`).
+    fn plausible(&self, read: &PlateRead) -> bool {
+        read.confidence >= self.cfg.min_confidence
+            && read.plate.chars().count() >= self.cfg.min_chars
+            && (!self.cfg.require_digit || read.plate.chars().any(|c| c.is_ascii_digit()))
     }
 }
 
@@ -350,8 +355,12 @@ mod tests {
         SystemTime::UNIX_EPOCH + Duration::from_millis(1_000_000 + ms)
     }
 
+    /// A tracker without the confidence floor: these tests vote with made-up probabilities.
     fn tracker() -> Tracker {
-        Tracker::new(TrackingConfig::default(), None)
+        Tracker::new(TrackingConfig {
+            min_confidence: 0.0,
+            ..TrackingConfig::default()
+        })
     }
 
     #[test]
@@ -476,7 +485,7 @@ mod tests {
             min_frames: 2,
             ..TrackingConfig::default()
         };
-        let mut t = Tracker::new(cfg, None);
+        let mut t = Tracker::new(cfg);
         t.push(
             "cam",
             at(0),
@@ -485,7 +494,10 @@ mod tests {
             vec![det("AAA111", 0.9, 100.0, 100.0)],
         );
         assert!(t.flush().is_empty());
-        let mut t = Tracker::new(TrackingConfig::default(), Some(0.95));
+        let mut t = Tracker::new(TrackingConfig {
+            min_confidence: 0.95,
+            ..TrackingConfig::default()
+        });
         t.push(
             "cam",
             at(0),
@@ -497,5 +509,17 @@ mod tests {
         let mut t = tracker();
         t.push("cam", at(0), 1920, 1080, vec![det("", 0.9, 100.0, 100.0)]);
         assert!(t.flush().is_empty());
+        // Sign text: no digit, or too short.
+        for text in ["ARKANSAS", "K9V"] {
+            let mut t = tracker();
+            t.push(
+                "cam",
+                at(0),
+                1920,
+                1080,
+                vec![det(text, 0.99, 100.0, 100.0)],
+            );
+            assert!(t.flush().is_empty(), "{text} is not a plausible plate");
+        }
     }
 }
