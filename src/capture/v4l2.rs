@@ -293,7 +293,7 @@ impl FrameSource for V4l2Source {
 }
 
 /// A V4L2 device node as `platecam devices` shows it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct DeviceInfo {
     pub path: PathBuf,
     pub driver: String,
@@ -306,14 +306,14 @@ pub struct DeviceInfo {
     pub error: Option<String>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct FormatInfo {
     pub fourcc: String,
     pub description: String,
     pub sizes: Vec<FrameSizeInfo>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct FrameSizeInfo {
     pub width: u32,
     pub height: u32,

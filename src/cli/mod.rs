@@ -1,6 +1,7 @@
 //! Command-line interface: argument definitions and dispatch. Each command lives in its own file.
 
 mod daemon;
+mod devices;
 mod outbox;
 mod recognize;
 mod watch;
@@ -53,6 +54,12 @@ pub enum Command {
         /// Image files (JPEG or PNG).
         #[arg(required = true)]
         images: Vec<PathBuf>,
+    },
+    /// List V4L2 devices: driver, card, pixel formats, frame sizes and rates.
+    Devices {
+        /// One JSON object per device and line.
+        #[arg(long)]
+        json: bool,
     },
     /// Print a unit's log events from the broker (the daemon forwards them when logging.mqtt_level
     /// is set). Events are not retained: without --follow, prints what arrives within --wait.
@@ -125,6 +132,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             ocr_only,
             images,
         } => recognize::run(config.as_deref(), json, ocr_only, &images),
+        Command::Devices { json } => devices::run(json),
         Command::Logs {
             broker,
             device,
