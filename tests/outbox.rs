@@ -136,3 +136,9 @@ fn garbage_database_is_moved_aside() -> anyhow::Result<()> {
     assert_eq!(outbox.append(read("FRESH1"), vec![1])?.seq, 0);
     Ok(())
 }
+
+#[test]
+fn disk_free_of_existing_and_missing_dirs() {
+    assert!(platecam::outbox::disk_free(&std::env::temp_dir()).is_some());
+    assert!(platecam::outbox::disk_free(Path::new("/nonexistent/platecam")).is_none());
+}

@@ -15,7 +15,7 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use sha2::{Digest, Sha256};
 use sled::transaction::{ConflictableTransactionError, TransactionError};
@@ -509,15 +509,14 @@ fn be_u64(bytes: &[u8]) -> u64 {
     u64::from_be_bytes(buf)
 }
 
-/// Free bytes on the file system holding `dir`, for the disk reserve and `health`.
+/// Space available to unprivileged writers on the file system holding `dir`; `None` if it cannot
+/// be read (the directory may not exist yet). The disk reserve and `health` use it.
 pub fn disk_free(dir: &Path) -> Option<u64> {
     let st = nix::sys::statvfs::statvfs(dir).ok()?;
-    Some(st.blocks_available() as u64 * st.fragment_size() as u64)
-}
-
-/// Age of a stored read, for `health`.
-pub fn age(stored_at: SystemTime) -> Duration {
-    SystemTime::now()
-        .duration_since(stored_at)
-        .unwrap_or_default()
+    #[allow(clippy::useless_conversion)] // the field types differ between targets
+    let (avail, frsize) = (
+        u64::from(st.blocks_available()),
+        u64::from(st.fragment_size()),
+    );
+    Some(avail.saturating_mul(frsize))
 }

@@ -1,7 +1,6 @@
 //! The periodic `health` message: rates over the last interval, so it keeps the previous snapshot.
 
 use std::collections::HashMap;
-use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::time::{Instant, SystemTime};
 
@@ -90,18 +89,6 @@ impl HealthSampler {
     }
 }
 
-/// Space available to unprivileged writers on the file system holding `dir`; `None` if it cannot be
-/// read (the directory may not exist yet), which `health` reports as unknown.
-pub(crate) fn disk_free(dir: &Path) -> Option<u64> {
-    let st = nix::sys::statvfs::statvfs(dir).ok()?;
-    #[allow(clippy::useless_conversion)] // the field types differ between targets
-    let (avail, frsize) = (
-        u64::from(st.blocks_available()),
-        u64::from(st.fragment_size()),
-    );
-    Some(avail.saturating_mul(frsize))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -128,11 +115,5 @@ mod tests {
         let again = h.sample(&m, &stats, None);
         assert_eq!(again.cameras[0].fps, 0.0);
         assert_eq!(again.inference_ms, 0.0);
-    }
-
-    #[test]
-    fn disk_free_of_existing_and_missing_dirs() {
-        assert!(disk_free(&std::env::temp_dir()).is_some());
-        assert!(disk_free(Path::new("/nonexistent/platecam")).is_none());
     }
 }

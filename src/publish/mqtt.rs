@@ -14,9 +14,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::connect::{mqtt_options, offline_payload, request_capacity};
-use super::health::{disk_free, HealthSampler};
+use super::health::HealthSampler;
 use super::ledger::{Ledger, Written};
 use super::{PublishError, PublishReport, PublishSettings, Topics};
+use crate::outbox::disk_free;
 use crate::outbox::{Outbox, StoredRead};
 use crate::telemetry::Metrics;
 use crate::wire::{rfc3339_ms, StatusMessage};
