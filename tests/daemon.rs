@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
-use support::daemon::{platecam, samples, Daemon, RunConfig, Watcher};
+use support::daemon::{platecam, samples, Daemon, RunConfig};
 use support::mosquitto::{Mosquitto, Received, Subscriber};
 
 use platecam::wire::{HealthMessage, ReadMessage, StatusMessage};
@@ -275,7 +275,7 @@ async fn garbage_outbox_and_corrupt_photo_are_survived() {
     let port = broker.port.to_string();
     let url = format!("mqtt://127.0.0.1:{port}");
     let device = format!("test-{port}");
-    let watcher = Watcher::start(&["logs", "--broker", &url, "--device", &device, "--follow"]);
+    let watcher = Daemon::watch(&["logs", "--broker", &url, "--device", &device, "--follow"]);
     std::thread::sleep(Duration::from_millis(500));
     let mut daemon = Daemon::start(&cfg);
     let status = daemon.wait_exit(Duration::from_secs(120));

@@ -100,7 +100,7 @@ dir = "{state}"
     }
 }
 
-/// A running daemon whose stderr lines are collected.
+/// A running platecam (the daemon, or a watcher) whose output lines are collected.
 pub struct Daemon {
     pub child: Child,
     lines: Arc<Mutex<Vec<String>>>,
@@ -108,20 +108,40 @@ pub struct Daemon {
 
 impl Daemon {
     pub fn start(config_path: &Path) -> Daemon {
-        let mut child = Command::new(bin())
-            .args(["run", "--config"])
+        let mut cmd = Command::new(bin());
+        cmd.args(["run", "--config"])
             .arg(config_path)
             .env("PLATECAM_LOG", "info")
-            .env_remove("JOURNAL_STREAM")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
+            .env_remove("JOURNAL_STREAM");
+        Daemon::spawn(cmd, Output::Stderr)
+    }
+
+    /// Any platecam command, collecting its stdout (`platecam logs --follow`).
+    pub fn watch(args: &[&str]) -> Daemon {
+        let mut cmd = Command::new(bin());
+        cmd.args(args);
+        Daemon::spawn(cmd, Output::Stdout)
+    }
+
+    fn spawn(mut cmd: Command, collect: Output) -> Daemon {
+        let (out, err) = match collect {
+            Output::Stdout => (Stdio::piped(), Stdio::inherit()),
+            Output::Stderr => (Stdio::null(), Stdio::piped()),
+        };
+        let mut child = cmd
+            .stdout(out)
+            .stderr(err)
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin()));
         let lines = Arc::new(Mutex::new(Vec::new()));
-        if let Some(stderr) = child.stderr.take() {
+        let stream: Option<Box<dyn std::io::Read + Send>> = match collect {
+            Output::Stdout => child.stdout.take().map(|s| Box::new(s) as _),
+            Output::Stderr => child.stderr.take().map(|s| Box::new(s) as _),
+        };
+        if let Some(stream) = stream {
             let sink = lines.clone();
             std::thread::spawn(move || {
-                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
                     sink.lock().unwrap().push(line);
                 }
             });
@@ -173,42 +193,9 @@ impl Daemon {
     }
 }
 
-/// A child process whose stdout lines are collected (`platecam logs --follow`).
-pub struct Watcher {
-    child: Child,
-    lines: Arc<Mutex<Vec<String>>>,
-}
-
-impl Watcher {
-    pub fn start(args: &[&str]) -> Watcher {
-        let mut child = Command::new(bin())
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin()));
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        if let Some(out) = child.stdout.take() {
-            let sink = lines.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(out).lines().map_while(Result::ok) {
-                    sink.lock().unwrap().push(line);
-                }
-            });
-        }
-        Watcher { child, lines }
-    }
-
-    pub fn lines(&self) -> Vec<String> {
-        self.lines.lock().unwrap().clone()
-    }
-}
-
-impl Drop for Watcher {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+enum Output {
+    Stdout,
+    Stderr,
 }
 
 impl Drop for Daemon {
