@@ -277,6 +277,11 @@ fn accept(stage: &Stage, read: &PlateRead) -> bool {
                 stage.new_reads.notify_one();
                 return true;
             }
+            Err(e @ OutboxError::TooLarge { .. }) => {
+                // Retrying cannot make it fit.
+                tracing::error!(plate = %read.plate, error = %e, "read lost: larger than the outbox quota");
+                return false;
+            }
             Err(e) => {
                 tracing::error!(attempt, plate = %read.plate, error = %e, "cannot store read; retrying");
                 std::thread::sleep(Duration::from_millis(200 * u64::from(attempt)));

@@ -142,3 +142,14 @@ fn disk_free_of_existing_and_missing_dirs() {
     assert!(platecam::outbox::disk_free(&std::env::temp_dir()).is_some());
     assert!(platecam::outbox::disk_free(Path::new("/nonexistent/platecam")).is_none());
 }
+
+#[test]
+fn an_empty_crop_is_stored_as_no_crop() -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let cfg = storage(tmp.path(), ByteSize::mib(64), EvictionPolicy::OldestFirst);
+    let (outbox, _) = Outbox::open(&cfg)?;
+    let stored = outbox.append(read("NOCROP1"), Vec::new())?;
+    assert!(stored.message.crop.is_none() && stored.crop.is_none());
+    assert!(outbox.pending(None, 1)?[0].crop.is_none());
+    Ok(())
+}

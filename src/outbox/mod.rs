@@ -201,7 +201,8 @@ impl Outbox {
         &self.dir
     }
 
-    /// Stores a read with its crop and makes it durable. Assigns `seq` and `id`, fills `crop`.
+    /// Stores a read with its crop and makes it durable. Assigns `seq` and `id`, fills `crop`
+    /// (`None` when `crop_jpeg` is empty).
     /// When the quota is reached, the eviction policy makes room first (logged and counted).
     pub fn append(
         &self,
@@ -210,15 +211,17 @@ impl Outbox {
     ) -> Result<StoredRead, OutboxError> {
         let _guard = self.append_lock.lock().unwrap_or_else(|e| e.into_inner());
         message.id = uuid::Uuid::now_v7().to_string();
-        message.crop = Some(CropInfo {
+        // An empty crop (one that could not be encoded) is no crop: the read goes without one.
+        let crop = (!crop_jpeg.is_empty()).then_some(crop_jpeg);
+        message.crop = crop.as_ref().map(|jpeg| CropInfo {
             format: "jpeg".into(),
-            bytes: crop_jpeg.len(),
-            sha256: hex::encode(Sha256::digest(&crop_jpeg)),
+            bytes: jpeg.len(),
+            sha256: hex::encode(Sha256::digest(jpeg)),
         });
         let stored_at = SystemTime::now();
         let mut rec = Record {
             message,
-            crop: Some(crop_jpeg),
+            crop,
             stored_at,
         };
         // The seq goes into the encoded JSON, so encode inside the transaction once it is known;

@@ -36,12 +36,7 @@ impl Detector {
         score_threshold: Option<f32>,
     ) -> Result<Detector, RecognizeError> {
         let d = &m.detector;
-        let target = Target {
-            width: d.input.width,
-            height: d.input.height,
-            channels: d.input.channels,
-            layout: Layout::Nchw,
-        };
+        let target = d.input.target();
         Detector::new(
             &m.detector_path()?,
             target,

@@ -28,6 +28,18 @@ pub struct InputSpec {
     pub width: usize,
 }
 
+impl InputSpec {
+    /// Our models take `[1, C, H, W]` float input.
+    pub fn target(&self) -> super::preprocess::Target {
+        super::preprocess::Target {
+            width: self.width,
+            height: self.height,
+            channels: self.channels,
+            layout: super::preprocess::Layout::Nchw,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 pub struct DetectorEntry {
     pub file: PathBuf,

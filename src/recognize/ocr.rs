@@ -26,12 +26,7 @@ pub struct Ocr {
 impl Ocr {
     pub fn platecam(m: &Manifest) -> Result<Ocr, RecognizeError> {
         let o = &m.ocr;
-        let target = Target {
-            width: o.input.width,
-            height: o.input.height,
-            channels: o.input.channels,
-            layout: Layout::Nchw,
-        };
+        let target = o.input.target();
         let model = OnnxModel::load(&m.ocr_path()?, &target.shape(), InputType::F32)?;
         Ok(Ocr {
             model,

@@ -485,27 +485,21 @@ mod tests {
             min_frames: 2,
             ..TrackingConfig::default()
         };
-        let mut t = Tracker::new(cfg);
-        t.push(
-            "cam",
-            at(0),
-            1920,
-            1080,
-            vec![det("AAA111", 0.9, 100.0, 100.0)],
-        );
-        assert!(t.flush().is_empty());
-        let mut t = Tracker::new(TrackingConfig {
+        let strict = TrackingConfig {
             min_confidence: 0.95,
             ..TrackingConfig::default()
-        });
-        t.push(
-            "cam",
-            at(0),
-            1920,
-            1080,
-            vec![det("AAA111", 0.9, 100.0, 100.0)],
-        );
-        assert!(t.flush().is_empty());
+        };
+        for cfg in [cfg, strict] {
+            let mut t = Tracker::new(cfg);
+            t.push(
+                "cam",
+                at(0),
+                1920,
+                1080,
+                vec![det("AAA111", 0.9, 100.0, 100.0)],
+            );
+            assert!(t.flush().is_empty());
+        }
         let mut t = tracker();
         t.push("cam", at(0), 1920, 1080, vec![det("", 0.9, 100.0, 100.0)]);
         assert!(t.flush().is_empty());
