@@ -55,39 +55,33 @@ class Detector(nn.Module):
 
 
 class OCR(nn.Module):
-    """Fixed-slot plate reader: [N,1,32,128] -> [N, SLOTS, len(ALPHABET)] (softmax unless raw).
+    """CTC plate reader: [N,1,32,128] -> logits [N, len(ALPHABET), 32] (one column per 4 pixels).
 
-    Training also uses an auxiliary CTC head on 32 columns of the mid-level features (ctc=True);
-    it makes the backbone learn characters quickly and is not part of the exported graph."""
+    The height is folded into the channels (not averaged away: M, W, H and N differ only in
+    their upper and lower halves), then 1-D convolutions see about two characters either side."""
+
+    T = 32
 
     def __init__(self, slots=SLOTS, nclass=len(ALPHABET)):
         super().__init__()
         self.slots, self.nclass = slots, nclass
-        self.f1 = nn.Sequential(
-            cbr(1, 16), nn.MaxPool2d(2),                       # 16x64
-            cbr(16, 32), cbr(32, 48), nn.MaxPool2d(2),         # 8x32
-            cbr(48, 64), cbr(64, 64),                          # 8x32
+        self.f = nn.Sequential(
+            cbr(1, 32), nn.MaxPool2d(2),                            # 16x64
+            cbr(32, 64), nn.MaxPool2d(2),                           # 8x32
+            cbr(64, 96), cbr(96, 96), nn.MaxPool2d((2, 1)),         # 4x32
+            cbr(96, 128), cbr(128, 128), nn.MaxPool2d((2, 1)),      # 2x32
         )
-        self.f2 = nn.Sequential(
-            nn.MaxPool2d(2),                                   # 4x16
-            cbr(64, 128), cbr(128, 128), nn.MaxPool2d(2),      # 2x8
+        self.seq = nn.Sequential(
+            nn.Conv1d(256, 192, 3, padding=1, bias=False), nn.BatchNorm1d(192), nn.ReLU(inplace=True),
+            nn.Conv1d(192, 192, 3, padding=2, dilation=2, bias=False), nn.BatchNorm1d(192),
+            nn.ReLU(inplace=True),
+            nn.Dropout(0.1),
+            nn.Conv1d(192, nclass, 1),
         )
-        self.ctc = nn.Conv1d(64, nclass, 3, padding=1)
-        self.fc1 = nn.Linear(128 * 2 * 8, 256)
-        self.drop = nn.Dropout(0.1)
-        self.fc2 = nn.Linear(256, slots * nclass)
 
-    def forward(self, x, raw=False, ctc=False):
-        m = self.f1(x)
-        h = torch.flatten(self.f2(m), 1)
-        h = self.drop(F.relu(self.fc1(h)))
-        o = self.fc2(h).reshape(-1, self.slots, self.nclass)
-        if ctc:
-            c = self.ctc(m.mean(2))  # [N, nclass, 32]
-            return o, c
-        if raw:
-            return o
-        return torch.softmax(o, -1)
+    def forward(self, x):
+        m = self.f(x)                                              # [N, 128, 2, 32]
+        return self.seq(m.flatten(1, 2))                           # [N, nclass, 32]
 
 
 class CTCSlots(nn.Module):
@@ -101,7 +95,7 @@ class CTCSlots(nn.Module):
     def __init__(self, ocr):
         super().__init__()
         self.ocr = ocr
-        T = 32
+        T = ocr.T
         S, C = ocr.slots, ocr.nclass
         self.register_buffer("upper", torch.triu(torch.ones(T, T)))          # cumsum as a MatMul
         self.register_buffer("slot_ids", torch.arange(1, S + 1, dtype=torch.float32).reshape(1, 1, S))
@@ -110,8 +104,7 @@ class CTCSlots(nn.Module):
         self.register_buffer("pad", pad)
 
     def forward(self, x):
-        m = self.ocr.f1(x)
-        c = self.ocr.ctc(m.mean(2))                      # [N, C, T]
+        c = self.ocr(x)                                  # [N, C, T]
         p = torch.softmax(c, 1).transpose(1, 2)          # [N, T, C]
         onehot = (p >= p.max(2, keepdim=True)[0]).float()
         not_blank = 1.0 - onehot[:, :, -1]               # [N, T]
@@ -123,3 +116,17 @@ class CTCSlots(nn.Module):
         slots = torch.matmul(assign.transpose(1, 2), p)  # [N, S, C]
         filled = assign.sum(1).unsqueeze(2)              # [N, S, 1]
         return slots + (1.0 - filled) * self.pad
+
+
+def greedy_ctc(logits):
+    """Greedy CTC decode of [N, C, T] logits into strings (repeats merged, blanks dropped)."""
+    blank = len(ALPHABET) - 1
+    out = []
+    for row in logits.argmax(1).tolist():
+        prev, chars = blank, []
+        for k in row:
+            if k != blank and k != prev:
+                chars.append(ALPHABET[k])
+            prev = k
+        out.append("".join(chars))
+    return out

@@ -74,9 +74,9 @@ class Pipeline:
         conf = float(np.prod([q for _, q in chars])) if chars else 0.0
         return text, conf
 
-    def recognize(self, img, max_plates=10):
+    def recognize(self, img, max_plates=10, score_threshold=None):
         res = []
-        for (box, score) in self.detect(img)[:max_plates]:
+        for (box, score) in self.detect(img, score_threshold)[:max_plates]:
             text, conf = self.read(img, box)
             res.append((box, score, text, conf))
         return res

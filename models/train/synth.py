@@ -22,7 +22,8 @@ ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ_"
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 DIGITS = "0123456789"
 
-FONT_DIRS = ["/usr/share/fonts"]
+# PLATECAM_FONT_DIRS (colon-separated) points elsewhere, e.g. at a copy of the fonts on a training machine
+FONT_DIRS = os.environ.get("PLATECAM_FONT_DIRS", "/usr/share/fonts").split(":")
 # (file name, kind): "main" fonts are used for the plate characters, all for small text and distractors
 MAIN_FONTS = [
     "OSP-DIN.ttf",
@@ -165,7 +166,9 @@ US_PATTERNS = ["LLLNNNN", "NLLLNNN", "LLLNNN", "NNNLLL", "LLNNNNN", "NLLNNN", "L
                "AAAAA", "NNNNNNN", "LLNNNLL", "NNLLNNN", "AAA-AAAA", "LNNLLL", "NNNNLL",
                "AAAAAAAA", "LLNNNN", "NLNNNN", "NNNLNN", "LL NNNNN"]
 EU_PATTERNS = ["LL NNN LL", "LL NNNN", "LLL NNNN", "LN NNNNN", "LL NNNNN", "L NNNN LL", "LLL NNLL",
-               "NNN LLL NN", "LL NNN L", "NLLL NNN", "LLL NNL", "LL NNNNL", "LL NNNNN"]
+               "NNN LLL NN", "LL NNN L", "NLLL NNN", "LLL NNL", "LL NNNNL", "LL NNNNN",
+               "LL-NNNLL", "LL NNNLL", "NLN NNNN", "LLL NN-NN", "LL-NNN-LL", "NN-LLL-N", "LLL-NNN",
+               "LL NNN-LL", "LLLNNNN", "LL-NNNN"]
 DE_PATTERNS = ["L LL NNN", "LL L NNNN", "LLL LL NNN", "L L NNNN", "LL LL NNN"]
 BR_PATTERNS = ["LLLNLNN", "LLL NLNN", "LLLNNNN", "LLL-NNNN"]
 
@@ -314,46 +317,77 @@ def render_us(rng, text, label):
     return img
 
 
+def draw_emblem(img, rng, cx, cy, size):
+    """A small coat of arms, round sticker or dash between character groups (never read)."""
+    d = ImageDraw.Draw(img)
+    k = rng.random()
+    col = tuple(rng.randint(0, 255) for _ in range(3))
+    r = size / 2
+    if k < 0.4:  # shield
+        d.polygon([(cx - r * 0.7, cy - r), (cx + r * 0.7, cy - r), (cx + r * 0.7, cy + r * 0.2),
+                   (cx, cy + r), (cx - r * 0.7, cy + r * 0.2)], fill=col, outline=(20, 20, 20))
+        if rng.random() < 0.6:
+            d.line([(cx, cy - r * 0.7), (cx, cy + r * 0.5)], fill=(250, 250, 250), width=max(1, int(r / 4)))
+            d.line([(cx - r * 0.35, cy - r * 0.2), (cx + r * 0.35, cy - r * 0.2)], fill=(250, 250, 250),
+                   width=max(1, int(r / 4)))
+    elif k < 0.75:  # one or two round inspection stickers
+        for yy in ((cy - r * 0.5, cy + r * 0.5) if rng.random() < 0.5 else (cy,)):
+            rr = r * rng.uniform(0.4, 0.6)
+            d.ellipse([cx - rr, yy - rr, cx + rr, yy + rr], fill=tuple(rng.randint(40, 250) for _ in range(3)))
+    else:  # dash
+        d.rectangle([cx - r * 0.3, cy - r * 0.08, cx + r * 0.3, cy + r * 0.08], fill=(20, 20, 20))
+
+
 def render_eu(rng, text, label):
     W, H = 260, 56
-    yellow = rng.random() < 0.12
-    inverted = rng.random() < 0.08
+    yellow = rng.random() < 0.14
+    inverted = rng.random() < 0.06
     bg = (20, 40, 110) if inverted else (245, 200, 20) if yellow else rand_light_bg(rng) if rng.random() < 0.2 else (
         245 + rng.randint(-15, 10), 245 + rng.randint(-15, 10), 245 + rng.randint(-15, 10))
     img = Image.new("RGB", (W, H), bg)
     d = ImageDraw.Draw(img)
-    bw = int(W * rng.uniform(0.07, 0.09))
     blue = (0 + rng.randint(0, 30), 50 + rng.randint(-20, 30), 150 + rng.randint(-30, 40))
     has_band = rng.random() < 0.9
-    x_start = 4
+    x_start, x_end = 4, W - 4
     if has_band:
+        # blue band with stars and a country code: part of every EU plate, never part of the read
+        bw = int(W * rng.uniform(0.055, 0.1))
         d.rectangle([0, 0, bw, H], fill=blue)
-        # ring of stars
-        cx, cy, rr = bw / 2, H * 0.33, bw * 0.3
-        for k in range(12):
-            a = 2 * math.pi * k / 12
-            sx, sy = cx + rr * math.cos(a), cy + rr * math.sin(a)
-            d.ellipse([sx - 1, sy - 1, sx + 1, sy + 1], fill=(250, 210, 0))
+        if rng.random() < 0.85:
+            cx, cy, rr = bw / 2, H * rng.uniform(0.25, 0.35), bw * rng.uniform(0.25, 0.35)
+            for k in range(12):
+                a = 2 * math.pi * k / 12
+                sx, sy = cx + rr * math.cos(a), cy + rr * math.sin(a)
+                d.ellipse([sx - 1, sy - 1, sx + 1, sy + 1], fill=(250, 210, 0))
         code = rng.choice(EU_CODES)
-        paste_text(img, code, "OSP-DIN.ttf" if "OSP-DIN.ttf" in font_paths() else EU_FONTS[-1],
-                   (bw * 0.15, H * 0.62, bw * 0.7, H * 0.28), (255, 255, 255), rng, keep_aspect=True)
+        ch_code = H * rng.uniform(0.25, 0.42)
+        paste_text(img, code, rng.choice(["OSP-DIN.ttf", "OSP-DIN.ttf", "DejaVuSans-Bold.ttf", "Roboto-Bold.ttf"]),
+                   (bw * 0.08, H * 0.92 - ch_code, bw * 0.84, ch_code), (255, 255, 255), rng, keep_aspect=True)
         x_start = bw + 4
+        if rng.random() < 0.15:  # right-hand band (Italy: year and province)
+            rb = int(W * rng.uniform(0.055, 0.09))
+            d.rectangle([W - rb, 0, W, H], fill=blue)
+            paste_text(img, "".join(rng.choice(LETTERS + DIGITS) for _ in range(2)), "OSP-DIN.ttf",
+                       (W - rb * 0.9, H * 0.55, rb * 0.8, H * 0.3), (255, 255, 255), rng, keep_aspect=True)
+            x_end = W - rb - 4
     d.rectangle([0, 0, W - 1, H - 1], outline=(20, 20, 20), width=rng.randint(1, 3))
     fn = rng.choice(available(EU_FONTS))
-    ch = rng.uniform(0.66, 0.78) * H
-    cy = (H - ch) / 2 + rng.uniform(-0.04, 0.04) * H
-    avail = W - x_start - 6
-    tw = min(avail, ch * rng.uniform(0.55, 0.7) * len(text))
+    ch = rng.uniform(0.62, 0.78) * H
+    cy = (H - ch) / 2 + rng.uniform(-0.05, 0.04) * H
+    avail = x_end - x_start
+    emblem = " " in text and rng.random() < 0.35
+    shown = text.replace(" ", "  ", 1) if emblem else text
+    tw = min(avail, ch * rng.uniform(0.55, 0.7) * len(shown))
     x0 = x_start + (avail - tw) / 2
     tcol = (235, 235, 235) if inverted else (15 + rng.randint(0, 25),) * 3
-    paste_text(img, text, fn, (x0, cy, tw, ch), tcol, rng)
-    # German-style stickers between groups
-    if rng.random() < 0.2 and " " in text:
-        d = ImageDraw.Draw(img)
-        sx = x0 + tw * (text.index(" ") + 0.5) / len(text)
-        for k, yy in enumerate((H * 0.3, H * 0.65)):
-            c = (rng.randint(50, 250), rng.randint(50, 250), rng.randint(50, 250))
-            d.ellipse([sx - 5, yy - 5, sx + 5, yy + 5], fill=c)
+    paste_text(img, shown, fn, (x0, cy, tw, ch), tcol, rng)
+    if emblem:
+        sx = x0 + tw * (shown.index(" ") + 1) / len(shown)
+        draw_emblem(img, rng, sx, cy + ch / 2, min(ch * 0.7, tw / len(shown) * 0.9))
+    if rng.random() < 0.15:  # dealer imprint under the characters
+        paste_text(img, rng.choice(["AUTO BAYER", "AUTOHAUS", "www.auto.sk", "SKODA", "RENAULT", "AUTO MAX"]),
+                   rng.choice(available(SMALL_FONTS)), (x0 + tw * 0.2, H * 0.88, tw * 0.6, H * 0.1),
+                   tcol, rng, keep_aspect=True)
     return img
 
 
@@ -552,10 +586,23 @@ def rand_color(rng):
     return tuple(rng.randint(0, 255) for _ in range(3))
 
 
-def draw_car(d, rng, x, y, w, h, body, plate_at=None):
+def draw_car(img, d, rng, x, y, w, h, body, plate_at=None):
     """A vehicle rear/front: body, window, lights, bumper, grille. Returns plate anchor (cx, cy)."""
     dark = tuple(max(0, int(v * 0.4)) for v in body)
-    d.rounded_rectangle([x, y, x + w, y + h], radius=int(min(w, h) * rng.uniform(0.05, 0.25)), fill=body)
+    radius = int(min(w, h) * rng.uniform(0.05, 0.25))
+    if rng.random() < 0.6 and w >= 4 and h >= 4:  # shaded paint: light from above, a highlight band
+        lit = tuple(min(255, int(v * rng.uniform(1.1, 1.5) + 20)) for v in body)
+        shade = tuple(int(v * rng.uniform(0.4, 0.8)) for v in body)
+        g = gradient(int(w), int(h), lit, shade)
+        if rng.random() < 0.5:
+            gd = ImageDraw.Draw(g)
+            hy = rng.uniform(0.2, 0.6) * h
+            gd.rectangle([0, hy, w, hy + rng.uniform(0.02, 0.08) * h], fill=lit)
+        mask = Image.new("L", (int(w), int(h)), 0)
+        ImageDraw.Draw(mask).rounded_rectangle([0, 0, int(w) - 1, int(h) - 1], radius=radius, fill=255)
+        img.paste(g, (int(x), int(y)), mask)
+    else:
+        d.rounded_rectangle([x, y, x + w, y + h], radius=radius, fill=body)
     # window
     if rng.random() < 0.8:
         wy1 = y + h * rng.uniform(0.3, 0.45)
@@ -641,6 +688,34 @@ def draw_distractor(img, d, rng, W, H):
             d.line([x, y + i * 4, x + rng.uniform(20, 120), y + i * 4], fill=rand_color(rng), width=2)
 
 
+def draw_clutter(img, rng, W, H):
+    """High-frequency texture real scenes are full of: foliage, grilles, fences, brick."""
+    w, h = int(rng.uniform(0.1, 0.6) * W), int(rng.uniform(0.1, 0.5) * H)
+    x, y = rng.randint(-w // 2, W - w // 2), rng.randint(-h // 2, H - h // 2)
+    if w < 8 or h < 8:
+        return
+    k = rng.random()
+    c1, c2 = rand_color(rng), rand_color(rng)
+    if k < 0.4:  # foliage / gravel: thresholded multi-scale noise
+        t = noise_texture(h, w, rng, scale=rng.choice([2, 3, 5]), amp=1.0) + noise_texture(h, w, rng, 20, 0.6)
+        m = Image.fromarray(((t > rng.uniform(-0.1, 0.2)) * 255).astype(np.uint8), "L")
+        img.paste(Image.new("RGB", (w, h), c1), (x, y))
+        img.paste(Image.new("RGB", (w, h), c2), (x, y), m)
+    else:  # grille, fence or brick: regular bars
+        tile = Image.new("RGB", (w, h), c1)
+        d = ImageDraw.Draw(tile)
+        p = rng.uniform(3, 14)
+        lw = max(1, int(p * rng.uniform(0.2, 0.5)))
+        horiz, vert = rng.random() < 0.7, rng.random() < 0.5
+        for i in range(int(max(w, h) / p) + 1):
+            if horiz:
+                d.line([(0, i * p), (w, i * p)], fill=c2, width=lw)
+            if vert or not horiz:
+                off = (p / 2) * (i % 2) if k > 0.8 else 0
+                d.line([(i * p + off, 0), (i * p + off, h)], fill=c2, width=lw)
+        img.paste(tile, (x, y))
+
+
 def background(rng, W, H, cars=2):
     """Road scene background. Returns (PIL RGB image, list of plate anchor points on vehicles)."""
     sky_h = int(H * rng.uniform(0, 0.5))
@@ -676,13 +751,15 @@ def background(rng, W, H, cars=2):
         x = rng.uniform(0, W)
         d.polygon([(x, H), (x + rng.uniform(10, 30), H), (x + rng.uniform(-200, 200), sky_h + 5),
                    (x + rng.uniform(-200, 200) + 3, sky_h + 5)], fill=(230, 230, 220))
+    for _ in range(rng.randint(0, 3)):
+        draw_clutter(img, rng, W, H)
     anchors = []
     for _ in range(cars):
         cw = rng.uniform(0.2, 1.1) * W
         ch = cw * rng.uniform(0.45, 0.9)
         cx = rng.uniform(-0.2 * cw, W - 0.8 * cw)
         cy = rng.uniform(sky_h - ch * 0.5, H - ch * 0.5)
-        anchors.append((draw_car(d, rng, cx, cy, cw, ch, rand_color(rng)), cw))
+        anchors.append((draw_car(img, d, rng, cx, cy, cw, ch, rand_color(rng)), cw))
     for _ in range(rng.randint(0, 10)):
         draw_distractor(img, d, rng, W, H)
     return img, anchors
@@ -757,7 +834,7 @@ def scene_sample(rng, W=416, H=320, max_plates=4, empty_prob=0.1, min_w=16, max_
             cw = pw * rng.uniform(3.5, 6.0)
             ch = cw * rng.uniform(0.5, 0.9)
             fx, fy = rng.uniform(0.38, 0.62), rng.uniform(0.62, 0.8)
-            draw_car(d, rng, cx - cw * fx, cy - ch * fy, cw, ch, rand_color(rng), plate_at=(fx, fy))
+            draw_car(img, d, rng, cx - cw * fx, cy - ch * fy, cw, ch, rand_color(rng), plate_at=(fx, fy))
     for _ in range(rng.randint(0, 6)):
         draw_distractor(img, d, rng, W, H)
     boxes = []
@@ -825,7 +902,7 @@ def demo_scene(rng, W=1280, H=720, style=None):
     ch = cw * rng.uniform(0.55, 0.8)
     cx, cy = rng.uniform(W * 0.3, W * 0.7), rng.uniform(H * 0.5, H * 0.75)
     fx, fy = 0.5, rng.uniform(0.65, 0.75)
-    draw_car(d, rng, cx - cw * fx, cy - ch * fy, cw, ch, rand_color(rng), plate_at=(fx, fy))
+    draw_car(img, d, rng, cx - cw * fx, cy - ch * fy, cw, ch, rand_color(rng), plate_at=(fx, fy))
     for _ in range(rng.randint(1, 4)):
         draw_distractor(img, d, rng, W, H)
     sc = pw / plate.width

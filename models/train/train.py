@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader, Dataset
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import synth  # noqa: E402
-from nets import ALPHABET, OCR, SLOTS, Detector  # noqa: E402
+from nets import ALPHABET, OCR, SLOTS, Detector, greedy_ctc  # noqa: E402
 
 DET_TRAIN_H, DET_TRAIN_W = 320, 416
 OCR_H, OCR_W = 32, 128
@@ -110,6 +110,12 @@ def lr_at(frac, peak):
     return peak * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(1.0, (frac - 0.05) / 0.95))))
 
 
+def save(model, path, **info):
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    torch.save({"model": state, **info}, path + ".tmp")
+    os.replace(path + ".tmp", path)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--task", choices=["det", "ocr"], required=True)
@@ -123,26 +129,29 @@ def main():
     ap.add_argument("--lr", type=float, default=0)
     ap.add_argument("--init", default="", help="start from this checkpoint (second training phase)")
     ap.add_argument("--index-offset", type=int, default=0, help="first sample index (new data, curriculum done)")
-    ap.add_argument("--label-smoothing", type=float, default=0.0)
+    ap.add_argument("--device", default="auto", help="cpu, cuda or auto (cuda when available)")
     args = ap.parse_args()
 
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
+    dev = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
+                       "cpu" if args.device == "auto" else args.device)
     if args.task == "ocr":
         model = OCR()
         data = OcrData(args.seed, offset=args.index_offset)
-        bs = args.batch or 32
+        bs = args.batch or (128 if dev.type == "cuda" else 32)
         peak = 2e-3
     else:
         model = Detector()
         data = DetData(args.seed + 1)
-        bs = args.batch or 8
+        bs = args.batch or (32 if dev.type == "cuda" else 8)
         peak = 2e-3
-    loader = DataLoader(data, batch_size=bs, shuffle=False, num_workers=args.workers,
+    loader = DataLoader(data, batch_size=bs, shuffle=False, num_workers=args.workers, pin_memory=dev.type == "cuda",
                         persistent_workers=args.workers > 0, prefetch_factor=4 if args.workers else None)
     peak = args.lr or peak
     if args.init:
-        model.load_state_dict(torch.load(args.init)["model"])
+        model.load_state_dict(torch.load(args.init, map_location="cpu")["model"])
+    model.to(dev)
     opt = torch.optim.AdamW(model.parameters(), lr=peak, weight_decay=1e-4)
     budget = args.minutes * 60.0
     t0 = time.time()
@@ -159,23 +168,22 @@ def main():
         for g in opt.param_groups:
             g["lr"] = lr_at(frac, peak)
         if args.task == "ocr":
-            x, y = batch
-            out, ctc = model(x, ctc=True)
-            loss = F.cross_entropy(out.reshape(-1, out.shape[-1]), y.reshape(-1), label_smoothing=args.label_smoothing)
-            # auxiliary CTC on the columns (blank = pad class)
-            lp = F.log_softmax(ctc, 1).permute(2, 0, 1)  # [T, N, C]
-            blank = len(ALPHABET) - 1
+            x, y = (t.to(dev, non_blocking=True) for t in batch)
+            logits = model(x)                                   # [N, C, T]
+            lp = F.log_softmax(logits, 1).permute(2, 0, 1)      # [T, N, C]
+            blank = len(ALPHABET) - 1                           # the pad class doubles as the CTC blank
             lens = (y != blank).sum(1)
-            targets = torch.cat([y[k, :lens[k]] for k in range(y.shape[0])])
-            lctc = F.ctc_loss(lp, targets, torch.full((y.shape[0],), lp.shape[0], dtype=torch.long), lens,
-                              blank=blank, zero_infinity=True)
-            loss = loss + 0.5 * lctc
-            with torch.no_grad():
-                acc = (out.argmax(-1) == y).all(1).float().mean().item()
-            acc_ema = acc if acc_ema is None else 0.98 * acc_ema + 0.02 * acc
+            loss = F.ctc_loss(lp, y, torch.full((y.shape[0],), lp.shape[0], dtype=torch.long, device=dev),
+                              lens, blank=blank, zero_infinity=True)
+            if step % 50 == 0:
+                with torch.no_grad():
+                    got = greedy_ctc(logits.detach().cpu())
+                    want = ["".join(ALPHABET[k] for k in r if k != blank) for r in y.cpu().tolist()]
+                    acc = float(np.mean([g == w for g, w in zip(got, want)]))
+                acc_ema = acc if acc_ema is None else 0.9 * acc_ema + 0.1 * acc
             parts = ()
         else:
-            x, heat, reg, regm = batch
+            x, heat, reg, regm = (t.to(dev, non_blocking=True) for t in batch)
             out = model(x, raw=True)
             loss, parts = det_loss(out, heat, reg, regm)
         opt.zero_grad(set_to_none=True)
@@ -194,9 +202,9 @@ def main():
                 msg += "  (heat %.3f off %.3f size %.3f)" % parts
             print(msg, flush=True)
         if step % 500 == 0:
-            torch.save({"model": model.state_dict(), "step": step, "seen": seen}, args.ckpt)
-    torch.save({"model": model.state_dict(), "step": step, "seen": seen,
-                "minutes": (time.time() - t0) / 60}, args.ckpt)
+            save(model, args.ckpt, step=step, seen=seen)
+    save(model, args.ckpt, step=step, seen=seen, minutes=(time.time() - t0) / 60, device=str(dev),
+         gpu=torch.cuda.get_device_name(dev) if dev.type == "cuda" else None)
     print("[%s] done: %d steps, %d samples, %.1f min" % (args.task, step, seen, (time.time() - t0) / 60),
           flush=True)
 
