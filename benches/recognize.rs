@@ -42,6 +42,7 @@ fn bench(c: &mut Criterion) {
                 &r.join("yolo-v9-t-416-license-plates-end2end1.onnx"),
             ),
             ocr: model(ModelFormat::FastPlateOcr, &r.join("cct_xs_v1_global.onnx")),
+            plate_formats: Vec::new(),
         },
     )];
     // Our own models from the default search ($PLATECAM_MODELS first, then the checkout's models/).
@@ -53,6 +54,7 @@ fn bench(c: &mut Criterion) {
                 RecognitionConfig {
                     detector: own.clone(),
                     ocr: own,
+                    plate_formats: Vec::new(),
                 },
             ));
         }

@@ -27,6 +27,7 @@ fn reference_config() -> RecognitionConfig {
             config: Some(r.join("cct_xs_v1_global_plate_config.yaml")),
             score_threshold: None,
         }),
+        plate_formats: Vec::new(),
     }
 }
 

@@ -8,7 +8,9 @@ box overlaps the true box with IoU >= 0.3. `plates-us` holds plate crops: OCR on
 
 Usage: models/eval/evaluate.py [--platecam target/release/platecam] [--data ../shared/data/openalpr-benchmarks]
                                [--reference ../shared/models-reference] [--limit N]
-Standard library only. Prints one table; exits non-zero if platecam fails to run.
+On endtoend/eu our models also run with the European plate-format prior (`plate_formats = ["eu"]`),
+so the prior is measured with and without it. Standard library only. Prints one table; exits
+non-zero if platecam fails to run.
 """
 import argparse
 import csv
@@ -111,23 +113,29 @@ def main():
         f"path = \"{ref}/cct_xs_v1_global.onnx\"\nconfig = \"{ref}/cct_xs_v1_global_plate_config.yaml\"\n"
     )
     ref_cfg.close()
+    # our models with the European plate-format prior (recognition.plate_formats), on the EU set
+    eu_cfg = tempfile.NamedTemporaryFile("w", suffix=".toml", delete=False)
+    eu_cfg.write("[recognition]\nplate_formats = [\"eu\"]\n")
+    eu_cfg.close()
     systems = [("platecam models", None), ("reference (fast-alpr models)", ref_cfg.name)]
+    eu_systems = systems[:1] + [("platecam models + eu formats", eu_cfg.name)] + systems[1:]
     sets = [
-        ("endtoend/us", load_endtoend(os.path.join(args.data, "endtoend", "us")), False),
-        ("endtoend/eu", load_endtoend(os.path.join(args.data, "endtoend", "eu")), False),
-        ("plates-us", load_plates(os.path.join(args.data, "plates-us")), True),
+        ("endtoend/us", load_endtoend(os.path.join(args.data, "endtoend", "us")), False, systems),
+        ("endtoend/eu", load_endtoend(os.path.join(args.data, "endtoend", "eu")), False, eu_systems),
+        ("plates-us", load_plates(os.path.join(args.data, "plates-us")), True, systems),
     ]
-    print(f"{'set':<13} {'system':<30} {'n':>4} {'detected %':>10} {'exact %':>8} {'median ms':>10} {'mean ms':>8}")
-    for set_name, rows, ocr_only in sets:
+    print(f"{'set':<13} {'system':<31} {'n':>4} {'detected %':>10} {'exact %':>8} {'median ms':>10} {'mean ms':>8}")
+    for set_name, rows, ocr_only, set_systems in sets:
         if args.limit:
             rows = rows[: args.limit]
         images = [r[0] for r in rows]
-        for sys_name, cfg in systems:
+        for sys_name, cfg in set_systems:
             results = run_platecam(args.platecam, cfg, images, ocr_only)
             n, det, read, median, mean = score(rows, results)
             det_s = "-" if ocr_only else f"{det:.1f}"
-            print(f"{set_name:<13} {sys_name:<30} {n:>4} {det_s:>10} {read:>8.1f} {median:>10.1f} {mean:>8.1f}", flush=True)
+            print(f"{set_name:<13} {sys_name:<31} {n:>4} {det_s:>10} {read:>8.1f} {median:>10.1f} {mean:>8.1f}", flush=True)
     os.unlink(ref_cfg.name)
+    os.unlink(eu_cfg.name)
 
 
 if __name__ == "__main__":

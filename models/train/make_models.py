@@ -11,6 +11,7 @@ import datetime
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -131,6 +132,9 @@ def main():
     ap.add_argument("--device", default="cpu", help="cpu, or cuda to train on a GPU")
     ap.add_argument("--ocr-workers", type=int, default=1, help="processes rendering OCR crops")
     ap.add_argument("--det-workers", type=int, default=1, help="processes rendering detector scenes")
+    ap.add_argument("--init", default="", help="continue from the checkpoints in this folder, on fresh data")
+    ap.add_argument("--lr", type=float, default=0, help="peak learning rate (default: train.py's)")
+    ap.add_argument("--tasks", default="det,ocr", help="which models to train (others keep --init's weights)")
     ap.add_argument("--work", default="/tmp/platecam-train", help="where the checkpoints go")
     ap.add_argument("--train-only", action="store_true", help="stop after training (export elsewhere)")
     ap.add_argument("--skip-train", action="store_true", help="export from existing checkpoints in --work")
@@ -146,10 +150,20 @@ def main():
         print("training OCR (%.1f min) and detector (%.1f min) in parallel on %s" % (om, dm, args.device),
               flush=True)
         tr = [sys.executable, os.path.join(HERE, "train.py"), "--seed", str(args.seed), "--device", args.device]
-        procs = [subprocess.Popen(tr + ["--task", "det", "--minutes", str(dm), "--ckpt", det_ck,
-                                        "--workers", str(args.det_workers)]),
-                 subprocess.Popen(tr + ["--task", "ocr", "--minutes", str(om), "--ckpt", ocr_ck,
-                                        "--workers", str(args.ocr_workers)])]
+        if args.lr:
+            tr += ["--lr", str(args.lr)]
+
+        procs = []
+        for task, minutes, ckpt, workers in (("det", dm, det_ck, args.det_workers),
+                                              ("ocr", om, ocr_ck, args.ocr_workers)):
+            init = os.path.join(args.init, task + ".pt") if args.init else ""
+            if task not in args.tasks.split(","):
+                if init:  # not trained in this phase: keep the earlier weights
+                    shutil.copy(init, ckpt)
+                continue
+            # a later phase starts from the earlier weights, on samples no earlier phase drew
+            procs.append(subprocess.Popen(tr + ["--task", task, "--minutes", str(minutes), "--ckpt", ckpt,
+                                                "--workers", str(workers)] + (["--init", init] if init else [])))
         rc = [p.wait() for p in procs]
         if any(rc):
             sys.exit("training failed: %s" % rc)
@@ -171,7 +185,6 @@ def main():
     det_params = sum(p.numel() for p in det.parameters())
     ocr_params = sum(p.numel() for p in ocr.parameters())
     version = args.version or datetime.date.today().strftime("%Y.%m.%d") + "-1"
-    trained_on = {k: c.get("gpu") or "cpu" for k, c in (("ocr", ock), ("detector", dck))}
     manifest = {
         "version": version,
         "detector": {"file": "detector.onnx", "sha256": sha256(det_path),
@@ -180,14 +193,9 @@ def main():
                 "input": {"channels": 1, "height": OCR_H, "width": OCR_W},
                 "alphabet": ALPHABET, "pad_char": "_", "slots": SLOTS, "crop_margin": CROP_MARGIN},
         "provenance": {
-            "command": "python3 models/train/make_models.py --out %s --samples %s --minutes %g --ocr-minutes %g"
-                       " --det-minutes %g --seed %d --device %s --ocr-workers %d --det-workers %d" % (
-                           args.out, args.samples, args.minutes, om, dm, args.seed, ock.get("device", "cpu"),
-                           args.ocr_workers, args.det_workers),
-            "seed": args.seed, "torch_export": torch.__version__, "trained_on": trained_on,
-            "ocr_minutes": round(ock.get("minutes", om), 2), "det_minutes": round(dck.get("minutes", dm), 2),
-            "ocr_steps": ock.get("step"), "ocr_samples": ock.get("seen"),
-            "det_steps": dck.get("step"), "det_samples": dck.get("seen"),
+            "seed": args.seed, "torch_export": torch.__version__,
+            "export_command": " ".join(["make_models.py"] + sys.argv[1:]),
+            "training": {"ocr": ock["phases"], "detector": dck["phases"]},
             "detector_params": det_params, "ocr_params": ocr_params,
             "detector_ops": det_ops, "ocr_ops": ocr_ops,
             "ocr_head": "CTC over 32 columns, greedy-decoded into slots inside the graph",

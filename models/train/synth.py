@@ -216,6 +216,26 @@ def gradient(w, h, c1, c2, vertical=True):
 
 # ---------------------------------------------------------------- plates
 
+def draw_logo(img, rng, x, y, w, h):
+    """A small picture: overlapping shapes in a few colours, sometimes with tiny text."""
+    d = ImageDraw.Draw(img)
+    for _ in range(rng.randint(2, 6)):
+        col = tuple(rng.randint(0, 255) for _ in range(3))
+        x0, y0 = x + rng.uniform(0, 0.7) * w, y + rng.uniform(0, 0.7) * h
+        x1, y1 = x0 + rng.uniform(0.2, 0.6) * w, y0 + rng.uniform(0.2, 0.6) * h
+        k = rng.random()
+        if k < 0.4:
+            d.ellipse([x0, y0, x1, y1], fill=col if rng.random() < 0.6 else None, outline=col, width=2)
+        elif k < 0.7:
+            d.polygon([(rng.uniform(x, x + w), rng.uniform(y, y + h)) for _ in range(rng.randint(3, 6))], fill=col)
+        else:
+            d.line([(x0, y0), (x1, y1)], fill=col, width=rng.randint(1, 4))
+    if rng.random() < 0.3:
+        paste_text(img, rng.choice(["UA", "4-H", "VET", "ALOHA", "EXPLORE", "FLEET", "GOVT"]),
+                   rng.choice(available(SMALL_FONTS)), (x, y + h * 0.8, w, h * 0.2), (20, 20, 20), rng,
+                   keep_aspect=True)
+
+
 def render_us(rng, text, label):
     W, H = 240, 120
     bg = rand_light_bg(rng)
@@ -282,14 +302,29 @@ def render_us(rng, text, label):
     if rng.random() < 0.3:
         tw = W * rng.uniform(0.7, 0.88)
     fn = rng.choice(available(MAIN_FONTS))
-    x0 = (W - tw) / 2 + rng.uniform(-0.03, 0.03) * W
-    # stacked small characters (noise: not part of the read)
-    if rng.random() < 0.12:
-        sw = ch * 0.3
-        sx = max(2, x0 - sw - 4) if rng.random() < 0.5 else min(W - sw - 2, x0 + tw + 4)
-        a, b = rng.choice(LETTERS + DIGITS), rng.choice(LETTERS + DIGITS)
-        paste_text(img, a, fn, (sx, cy, sw, ch * 0.45), tcol, rng)
-        paste_text(img, b, fn, (sx, cy + ch * 0.55, sw, ch * 0.45), tcol, rng)
+    # beside the characters, never part of the read: stacked letters (plate type, county) or a
+    # picture (emblem, wheelchair, logo); the characters make room for them
+    side = None
+    r = rng.random()
+    if r < 0.25:
+        side = "stacked"
+    elif r < 0.45:
+        side = "logo"
+    if side:
+        sw = ch * (rng.uniform(0.35, 0.6) if side == "stacked" else rng.uniform(0.6, 1.1))
+        tw = min(tw, W * 0.9 - sw - 6)
+        left = rng.random() < 0.75
+        x0 = (W - tw - sw - 6) / 2 + ((sw + 6) if left else 0)
+        sx = x0 - sw - 6 if left else x0 + tw + 6
+        if side == "stacked":
+            sh = ch * rng.uniform(0.4, 0.5)
+            a, b = rng.choice(LETTERS + DIGITS), rng.choice(LETTERS + DIGITS)
+            paste_text(img, a, fn, (sx, cy, sw, sh), tcol, rng)
+            paste_text(img, b, fn, (sx, cy + ch - sh, sw, sh), tcol, rng)
+        else:
+            draw_logo(img, rng, sx, cy, sw, ch)
+    else:
+        x0 = (W - tw) / 2 + rng.uniform(-0.03, 0.03) * W
     stroke = 1 if rng.random() < 0.15 else 0
     paste_text(img, text, fn, (x0, cy, tw, ch), tcol, rng, stroke=stroke)
     if " " in text and rng.random() < 0.5:  # emblem / state outline between the groups
@@ -307,6 +342,18 @@ def render_us(rng, text, label):
         d = ImageDraw.Draw(img)
         d.rounded_rectangle([2, 2, W - 3, H - 3], radius=rng.randint(4, 14), outline=tcol,
                             width=rng.randint(1, 4))
+    # registration stickers in the corners (tiny text, never read)
+    if rng.random() < 0.35:
+        d = ImageDraw.Draw(img)
+        for _ in range(rng.randint(1, 2)):
+            sw, sh = rng.uniform(0.08, 0.16) * W, rng.uniform(0.1, 0.2) * H
+            sx = rng.choice([rng.uniform(0.02, 0.06) * W, W - sw - rng.uniform(0.02, 0.06) * W])
+            sy = rng.uniform(0.02, 0.06) * H  # top corners: clear of the main characters
+            scol = tuple(rng.randint(0, 255) for _ in range(3))
+            d.rectangle([sx, sy, sx + sw, sy + sh], fill=scol)
+            paste_text(img, "".join(rng.choice(DIGITS + LETTERS) for _ in range(rng.randint(1, 3))),
+                       rng.choice(small_fonts), (sx + sw * 0.1, sy + sh * 0.15, sw * 0.8, sh * 0.7),
+                       (250, 250, 250) if sum(scol) < 380 else (10, 10, 10), rng)
     # bolts
     if rng.random() < 0.6:
         d = ImageDraw.Draw(img)
@@ -612,6 +659,8 @@ def draw_car(img, d, rng, x, y, w, h, body, plate_at=None):
     # lights
     lw, lh = w * rng.uniform(0.1, 0.2), h * rng.uniform(0.06, 0.14)
     ly = y + h * rng.uniform(0.45, 0.62)
+    if plate_at is not None and rng.random() < 0.4:  # tail lights flanking the plate, at its height
+        ly = y + h * plate_at[1] - lh * rng.uniform(0.3, 0.7)
     lc = rng.choice([(200, 20, 20), (250, 250, 240), (230, 120, 20), (150, 10, 10)])
     for lx in (x + w * 0.04, x + w * 0.96 - lw):
         if rng.random() < 0.5:

@@ -71,13 +71,14 @@ def det_targets(boxes, H, W, stride=4):
 
 
 class DetData(Dataset):
-    def __init__(self, seed, n=10 ** 8):
-        self.seed, self.n = seed, n
+    def __init__(self, seed, n=10 ** 8, offset=0):
+        self.seed, self.n, self.offset = seed, n, offset
 
     def __len__(self):
         return self.n
 
     def __getitem__(self, i):
+        i += self.offset
         a, boxes = synth.scene_sample(synth.sample_rng(self.seed, i), DET_TRAIN_W, DET_TRAIN_H)
         heat, reg, regm = det_targets(boxes, DET_TRAIN_H, DET_TRAIN_W)
         return (torch.from_numpy(a[None]), torch.from_numpy(heat[None]), torch.from_numpy(reg),
@@ -110,9 +111,9 @@ def lr_at(frac, peak):
     return peak * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(1.0, (frac - 0.05) / 0.95))))
 
 
-def save(model, path, **info):
+def save(model, path, phases):
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    torch.save({"model": state, **info}, path + ".tmp")
+    torch.save({"model": state, "phases": phases}, path + ".tmp")
     os.replace(path + ".tmp", path)
 
 
@@ -136,6 +137,12 @@ def main():
     torch.set_num_threads(args.threads)
     dev = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
                        "cpu" if args.device == "auto" else args.device)
+    init, phases = None, []  # phases: every training phase that led to these weights, for the manifest
+    if args.init:
+        init = torch.load(args.init, map_location="cpu")
+        phases = init["phases"]
+        if not args.index_offset:  # each later phase draws samples no earlier phase drew
+            args.index_offset = 10 ** 7 * len(phases)
     if args.task == "ocr":
         model = OCR()
         data = OcrData(args.seed, offset=args.index_offset)
@@ -143,14 +150,14 @@ def main():
         peak = 2e-3
     else:
         model = Detector()
-        data = DetData(args.seed + 1)
+        data = DetData(args.seed + 1, offset=args.index_offset)
         bs = args.batch or (32 if dev.type == "cuda" else 8)
         peak = 2e-3
     loader = DataLoader(data, batch_size=bs, shuffle=False, num_workers=args.workers, pin_memory=dev.type == "cuda",
                         persistent_workers=args.workers > 0, prefetch_factor=4 if args.workers else None)
     peak = args.lr or peak
-    if args.init:
-        model.load_state_dict(torch.load(args.init, map_location="cpu")["model"])
+    if init:
+        model.load_state_dict(init["model"])
     model.to(dev)
     opt = torch.optim.AdamW(model.parameters(), lr=peak, weight_decay=1e-4)
     budget = args.minutes * 60.0
@@ -159,6 +166,11 @@ def main():
     seen = 0
     ema = None
     acc_ema = None
+    def phase(step, seen):
+        return {"device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu", "steps": step,
+                "samples": seen, "minutes": round((time.time() - t0) / 60, 2), "batch": bs, "lr": peak,
+                "first_index": args.index_offset, "command": " ".join(["train.py"] + sys.argv[1:])}
+
     model.train()
     for batch in loader:
         el = time.time() - t0
@@ -202,9 +214,8 @@ def main():
                 msg += "  (heat %.3f off %.3f size %.3f)" % parts
             print(msg, flush=True)
         if step % 500 == 0:
-            save(model, args.ckpt, step=step, seen=seen)
-    save(model, args.ckpt, step=step, seen=seen, minutes=(time.time() - t0) / 60, device=str(dev),
-         gpu=torch.cuda.get_device_name(dev) if dev.type == "cuda" else None)
+            save(model, args.ckpt, phases + [phase(step, seen)])
+    save(model, args.ckpt, phases + [phase(step, seen)])
     print("[%s] done: %d steps, %d samples, %.1f min" % (args.task, step, seen, (time.time() - t0) / 60),
           flush=True)
 

@@ -173,6 +173,9 @@ pub enum EvictionPolicy {
 pub struct RecognitionConfig {
     pub detector: Option<ModelConfig>,
     pub ocr: Option<ModelConfig>,
+    /// The plate formats of the unit's region: presets (`eu`) or patterns of `L`, `N`, `A`; a read
+    /// that fits none is re-ranked by swapping look-alike characters. Empty: no prior.
+    pub plate_formats: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

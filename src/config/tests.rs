@@ -44,7 +44,18 @@ fn default_toml_mentions_every_key() {
         ..Config::default()
     };
     collect_keys(&json(&full), &mut keys);
-    keys.extend(["recognition", "detector", "ocr", "format", "path", "config"].map(String::from));
+    keys.extend(
+        [
+            "recognition",
+            "detector",
+            "ocr",
+            "format",
+            "path",
+            "config",
+            "plate_formats",
+        ]
+        .map(String::from),
+    );
     keys.extend(
         [
             "score_threshold",
@@ -356,6 +367,11 @@ fn semantic_checks_report_key_and_line() {
         (
             "[recognition.detector]\nformat = \"fast-plate-ocr\"\npath = \"/d\"\nconfig = \"/c\"",
             "recognition.detector.format",
+            2,
+        ),
+        (
+            "[recognition]\nplate_formats = [\"eu\", \"LL-NNN\"]",
+            "recognition.plate_formats",
             2,
         ),
         ("[tracking]\nmin_confidence = 2.0", "tracking.min_confidence", 2),

@@ -241,6 +241,14 @@ pub(super) fn static_checks(c: &Config, lines: &KeyLines) -> Vec<Problem> {
                 check_model(&format!("recognition.{name}"), name, model, &mut bad);
             }
         }
+        if let Err(entry) = crate::recognize::FormatPrior::parse(&r.plate_formats) {
+            bad(
+                "recognition.plate_formats",
+                format!(
+                    "`{entry}` is neither a preset (eu) nor a pattern of L, N and A (at most 12)"
+                ),
+            );
+        }
     }
 
     // tracking

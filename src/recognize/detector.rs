@@ -62,6 +62,7 @@ impl Detector {
             height: 416,
             channels: 3,
             layout: Layout::Nchw,
+            antialias: false,
         };
         let fit = Fit::Letterbox {
             centred: true,

@@ -36,6 +36,8 @@ impl InputSpec {
             height: self.height,
             channels: self.channels,
             layout: super::preprocess::Layout::Nchw,
+            // trained on PIL-resized images
+            antialias: true,
         }
     }
 }

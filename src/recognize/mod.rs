@@ -6,6 +6,7 @@
 
 mod detector;
 mod engine;
+mod formats;
 mod manifest;
 mod ocr;
 mod preprocess;
@@ -23,6 +24,7 @@ use image::RgbImage;
 
 use crate::config::{ModelConfig, ModelFormat, RecognitionConfig};
 use detector::Detector;
+pub use formats::FormatPrior;
 use ocr::Ocr;
 
 /// Everything that can go wrong loading or running the models, with what it takes to fix it.
@@ -75,6 +77,7 @@ pub struct Timings {
 pub struct Recognizer {
     detector: Detector,
     ocr: Ocr,
+    formats: FormatPrior,
 }
 
 impl Recognizer {
@@ -121,7 +124,23 @@ impl Recognizer {
                 }
             },
         };
-        Ok(Recognizer { detector, ocr })
+        let formats = match cfg
+            .map(|c| FormatPrior::parse(&c.plate_formats))
+            .transpose()
+        {
+            Ok(f) => f.unwrap_or_default(),
+            Err(entry) => {
+                return Err(RecognizeError::Config {
+                    key: "recognition.plate_formats",
+                    reason: format!("`{entry}` is neither a preset nor a pattern"),
+                })
+            }
+        };
+        Ok(Recognizer {
+            detector,
+            ocr,
+            formats,
+        })
     }
 
     /// Every plate in the frame, each read by the OCR.
@@ -133,7 +152,8 @@ impl Recognizer {
             .into_iter()
             .map(|bbox| {
                 let r = self.ocr.crop_rect(&bbox, img.width(), img.height());
-                let text = self.ocr.read(img, r)?;
+                let mut text = self.ocr.read(img, r)?;
+                self.formats.apply(&mut text);
                 let crop =
                     image::imageops::crop_imm(img, r.x as u32, r.y as u32, r.w as u32, r.h as u32)
                         .to_image();
@@ -152,7 +172,9 @@ impl Recognizer {
 
     /// OCR only, on the whole image (a plate crop).
     pub fn read_plate(&self, crop: &RgbImage) -> Result<PlateText, RecognizeError> {
-        self.ocr.read(crop, preprocess::Rect::whole(crop))
+        let mut text = self.ocr.read(crop, preprocess::Rect::whole(crop))?;
+        self.formats.apply(&mut text);
+        Ok(text)
     }
 
     /// sha256 of the detector and the OCR model files.

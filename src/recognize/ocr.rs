@@ -48,6 +48,7 @@ impl Ocr {
             height: c.img_height,
             channels: c.channels().unwrap_or(3),
             layout: Layout::Nhwc,
+            antialias: false,
         };
         let fit = if c.keep_aspect_ratio {
             Fit::Letterbox {
