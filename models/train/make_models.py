@@ -1,10 +1,15 @@
 """Regenerate every platecam model file from nothing.
 
-  /opt/train-venv/bin/python3 models/train/make_models.py --out models --samples samples --minutes 40
+  python3 models/train/make_models.py --out models --samples samples            # CPU, 2 cores, < 60 min
 
 Steps: train the OCR and the detector in two parallel processes (each for --minutes of wall time,
 on synthetic data rendered on the fly), export both to ONNX (opset 13, fp32, fixed shapes), check
 onnxruntime against torch, write manifest.json, render samples/ and check the models read them.
+
+On a GPU machine the same recipe runs bigger: `--device cuda` with several rendering workers per
+model and `--train-only --work DIR`; later phases continue from earlier weights on fresh samples
+(`--init DIR`, optionally `--tasks ocr` and a lower `--lr`); `--skip-train --work DIR` exports.
+Every phase is recorded in the checkpoints and the manifest (`provenance.training`).
 """
 import argparse
 import datetime
@@ -147,8 +152,7 @@ def main():
     dm = args.det_minutes or args.minutes
     t0 = time.time()
     if not args.skip_train:
-        print("training OCR (%.1f min) and detector (%.1f min) in parallel on %s" % (om, dm, args.device),
-              flush=True)
+        print("training %s on %s (OCR %.1f min, detector %.1f min)" % (args.tasks, args.device, om, dm), flush=True)
         tr = [sys.executable, os.path.join(HERE, "train.py"), "--seed", str(args.seed), "--device", args.device]
         if args.lr:
             tr += ["--lr", str(args.lr)]
@@ -187,6 +191,9 @@ def main():
     version = args.version or datetime.date.today().strftime("%Y.%m.%d") + "-1"
     manifest = {
         "version": version,
+        "normalisation": "grey = 0.299 R + 0.587 G + 0.114 B; value = grey / 255; resized bilinearly, "
+                         "antialiased when shrinking (PIL's BILINEAR); detector: letterboxed top-left, "
+                         "pad value detector.pad; OCR: the box plus ocr.crop_margin, stretched",
         "detector": {"file": "detector.onnx", "sha256": sha256(det_path),
                      "input": {"channels": 1, "height": DET_H, "width": DET_W}, **DET_CFG},
         "ocr": {"file": "ocr.onnx", "sha256": sha256(ocr_path),
