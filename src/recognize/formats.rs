@@ -74,10 +74,10 @@ impl FormatPrior {
 
     /// Re-ranks `t` towards the formats (see the module comment); returns whether it changed.
     pub fn apply(&self, t: &mut PlateText) -> bool {
-        let chars: Vec<char> = t.text.chars().collect();
         if self.formats.is_empty() {
             return false;
         }
+        let chars: Vec<char> = t.text.chars().collect();
         let same_len = || self.formats.iter().filter(|f| f.len() == chars.len());
         if same_len().any(|f| f.iter().zip(&chars).all(|(cl, &c)| cl.admits(c))) {
             return false;
@@ -114,13 +114,17 @@ impl FormatPrior {
         let Some((_, swaps)) = best.filter(|_| !tie) else {
             return false;
         };
+        // (slot, index of the read character, index of its replacement) for every swap
+        let Some(exchanges) = swaps
+            .iter()
+            .map(|&(k, to)| Some((slots[k], index(t, chars[k])?, index(t, to)?)))
+            .collect::<Option<Vec<_>>>()
+        else {
+            return false;
+        };
         let mut slot_probs = std::mem::take(&mut t.slots);
-        for (k, to) in swaps {
-            let from = chars[k];
-            let (Some(a), Some(b)) = (index(t, from), index(t, to)) else {
-                return false;
-            };
-            slot_probs[slots[k]].swap(a, b);
+        for (slot, a, b) in exchanges {
+            slot_probs[slot].swap(a, b);
         }
         *t = decode_slots(slot_probs, t.alphabet.clone(), t.pad);
         true
