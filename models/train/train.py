@@ -146,7 +146,9 @@ def main():
     if args.task == "ocr":
         model = OCR()
         data = OcrData(args.seed, offset=args.index_offset)
-        bs = args.batch or (128 if dev.type == "cuda" else 32)
+        # batch 128 on CPU too: at batch 32 (2e-3 or 1e-3) CTC sat on its all-blank plateau for
+        # 6-10 CPU minutes and more (loss 3.3-3.5, nothing read); at 128 the GPU left it by step 250
+        bs = args.batch or 128
         peak = 2e-3
     else:
         model = Detector()
