@@ -99,7 +99,7 @@ impl FormatPrior {
         let mut best: Option<(f32, Vec<(usize, char)>)> = None;
         let mut tie = false;
         for f in same_len() {
-            let Some((score, swaps)) = self.swaps_for(f, &chars, &slots, t) else {
+            let Some((score, swaps)) = swaps_for(f, &chars, &slots, t) else {
                 continue;
             };
             match &best {
@@ -129,37 +129,36 @@ impl FormatPrior {
         *t = decode_slots(slot_probs, t.alphabet.clone(), t.pad);
         true
     }
+}
 
-    /// The look-alike swaps that make `chars` fit `f`, each the slot's most probable character of
-    /// the class the format wants; `None` when some position cannot be fitted that way.
-    fn swaps_for(
-        &self,
-        f: &[Class],
-        chars: &[char],
-        slots: &[usize],
-        t: &PlateText,
-    ) -> Option<(f32, Vec<(usize, char)>)> {
-        let mut score = 0.0;
-        let mut swaps = Vec::new();
-        for (k, (&cl, &c)) in f.iter().zip(chars).enumerate() {
-            if cl.admits(c) {
-                continue;
-            }
-            let probs = &t.slots[slots[k]];
-            let (alt, p) = t
-                .alphabet
-                .iter()
-                .zip(probs)
-                .filter(|(&a, _)| a != t.pad && cl.admits(a))
-                .max_by(|a, b| a.1.total_cmp(b.1))?;
-            if !look_alike(c, *alt) {
-                return None;
-            }
-            score += p.max(1e-9).ln();
-            swaps.push((k, *alt));
+/// The look-alike swaps that make `chars` fit `f`, each the slot's most probable character of
+/// the class the format wants; `None` when some position cannot be fitted that way.
+fn swaps_for(
+    f: &[Class],
+    chars: &[char],
+    slots: &[usize],
+    t: &PlateText,
+) -> Option<(f32, Vec<(usize, char)>)> {
+    let mut score = 0.0;
+    let mut swaps = Vec::new();
+    for (k, (&cl, &c)) in f.iter().zip(chars).enumerate() {
+        if cl.admits(c) {
+            continue;
         }
-        Some((score, swaps))
+        let probs = &t.slots[slots[k]];
+        let (alt, p) = t
+            .alphabet
+            .iter()
+            .zip(probs)
+            .filter(|(&a, _)| a != t.pad && cl.admits(a))
+            .max_by(|a, b| a.1.total_cmp(b.1))?;
+        if !look_alike(c, *alt) {
+            return None;
+        }
+        score += p.max(1e-9).ln();
+        swaps.push((k, *alt));
     }
+    Some((score, swaps))
 }
 
 fn index(t: &PlateText, c: char) -> Option<usize> {

@@ -232,12 +232,9 @@ fn taps(origin: f32, scale: f32, n: usize, len: usize, antialias: bool) -> Vec<V
                 .map(|i| (i, 1.0 - (i as f32 - c).abs() / radius))
                 .filter(|&(_, w)| w > 0.0)
                 .collect();
+            // the index nearest to c weighs at least 1/2, so the sum is never 0
             let sum: f32 = w.iter().map(|&(_, w)| w).sum();
-            if sum > 0.0 {
-                w.iter_mut().for_each(|(_, v)| *v /= sum);
-            } else {
-                w = vec![(c.round() as usize, 1.0)];
-            }
+            w.iter_mut().for_each(|(_, v)| *v /= sum);
             w
         })
         .collect()
