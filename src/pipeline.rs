@@ -158,6 +158,7 @@ pub async fn run(
         Err(e) => tracing::error!(error = %e, "publisher task failed"),
     }
     let unsent = outbox.stats().count;
+    log_counts(&metrics);
     tracing::info!(
         accepted,
         unsent,
@@ -167,6 +168,30 @@ pub async fn run(
         reads_accepted: accepted,
         reads_unsent: unsent,
     })
+}
+
+/// One line that says where frames went, so a run with fewer reads than expected says why.
+fn log_counts(metrics: &Metrics) {
+    use std::sync::atomic::Ordering::Relaxed;
+    for (camera, cam) in metrics.cameras() {
+        tracing::info!(
+            %camera,
+            frames = cam.frames.load(Relaxed),
+            frames_dropped = cam.frames_dropped.load(Relaxed),
+            "camera counts"
+        );
+    }
+    let drops = &metrics.passes_dropped;
+    tracing::info!(
+        frames_recognized = metrics.inferences.load(Relaxed),
+        detections = metrics.detections.load(Relaxed),
+        reads = metrics.reads_total.load(Relaxed),
+        reads_lost = metrics.reads_lost.load(Relaxed),
+        dropped_noise = drops.noise.load(Relaxed),
+        dropped_low_confidence = drops.low_confidence.load(Relaxed),
+        dropped_implausible = drops.implausible.load(Relaxed),
+        "pipeline counts"
+    );
 }
 
 /// What every recognize thread shares.
@@ -235,6 +260,10 @@ fn recognize_loop(stage: &Stage, queue: &FrameQueue) -> u64 {
             }
         };
         stage.metrics.record_inference(started.elapsed());
+        stage.metrics.detections.fetch_add(
+            detections.len() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
         tracks_open = tracks_open || !detections.is_empty();
         let (w, h) = frame.image.dimensions();
         let reads = tracker.push(&frame.camera, frame.captured_at, w, h, detections);
@@ -280,6 +309,10 @@ fn accept(stage: &Stage, read: &PlateRead) -> bool {
             Err(e @ OutboxError::TooLarge { .. }) => {
                 // Retrying cannot make it fit.
                 tracing::error!(plate = %read.plate, error = %e, "read lost: larger than the outbox quota");
+                stage
+                    .metrics
+                    .reads_lost
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 return false;
             }
             Err(e) => {
@@ -289,6 +322,10 @@ fn accept(stage: &Stage, read: &PlateRead) -> bool {
         }
     }
     tracing::error!(plate = %read.plate, "read lost: the outbox refused it {APPEND_ATTEMPTS} times");
+    stage
+        .metrics
+        .reads_lost
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     false
 }
 

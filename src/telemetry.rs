@@ -26,10 +26,29 @@ pub struct Metrics {
     pub inference_us: AtomicU64,
     pub inferences: AtomicU64,
     pub reads_total: AtomicU64,
+    /// Plate boxes the detector found, over all frames.
+    pub detections: AtomicU64,
+    /// Vehicle passes that ended without becoming a read, by reason.
+    pub passes_dropped: PassDrops,
+    /// Reads the tracker produced that could not be stored (each is also logged as an error).
+    pub reads_lost: AtomicU64,
+    /// Times the broker ended our session because another client connected with our id.
+    pub session_takeovers: AtomicU64,
     /// Bumped by every stage that makes progress; the watchdog checks it moves.
     pub progress: AtomicU64,
     /// Log events the MQTT forwarder dropped (shared with `LogStream::dropped`).
     pub logs_dropped: Arc<AtomicU64>,
+}
+
+/// Why passes ended without a read; each also gets a debug log line with its reason.
+#[derive(Debug, Default)]
+pub struct PassDrops {
+    /// Seen on fewer frames than `tracking.min_frames`.
+    pub noise: AtomicU64,
+    /// Voted confidence under `tracking.min_confidence`.
+    pub low_confidence: AtomicU64,
+    /// Too few characters, or no digit where `tracking.require_digit` wants one.
+    pub implausible: AtomicU64,
 }
 
 impl Default for Metrics {
@@ -40,6 +59,10 @@ impl Default for Metrics {
             inference_us: AtomicU64::new(0),
             inferences: AtomicU64::new(0),
             reads_total: AtomicU64::new(0),
+            detections: AtomicU64::new(0),
+            passes_dropped: PassDrops::default(),
+            reads_lost: AtomicU64::new(0),
+            session_takeovers: AtomicU64::new(0),
             progress: AtomicU64::new(0),
             logs_dropped: Arc::default(),
         }

@@ -96,6 +96,27 @@ pub struct HealthMessage {
     /// Log events not forwarded over MQTT (rate limit or full queue) since start.
     #[serde(default)]
     pub logs_dropped: u64,
+    /// Frames recognised and plate boxes found since start.
+    #[serde(default)]
+    pub frames_recognized: u64,
+    #[serde(default)]
+    pub detections: u64,
+    /// Passes that ended without a read since start, by reason.
+    #[serde(default)]
+    pub passes_dropped: PassesDropped,
+    /// Reads that could not be stored since start (each also logged as an error).
+    #[serde(default)]
+    pub reads_lost: u64,
+    /// Sessions the broker took over for another client with our id, since start.
+    #[serde(default)]
+    pub session_takeovers: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct PassesDropped {
+    pub noise: u64,
+    pub low_confidence: u64,
+    pub implausible: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]

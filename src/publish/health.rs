@@ -6,7 +6,7 @@ use std::time::{Instant, SystemTime};
 
 use crate::outbox::OutboxStats;
 use crate::telemetry::Metrics;
-use crate::wire::{rfc3339_ms, CameraHealth, HealthMessage};
+use crate::wire::{rfc3339_ms, CameraHealth, HealthMessage, PassesDropped};
 
 #[derive(Debug)]
 pub(crate) struct HealthSampler {
@@ -85,6 +85,18 @@ impl HealthSampler {
             outbox_bytes: stats.bytes_on_disk,
             disk_free_bytes,
             logs_dropped: metrics.logs_dropped.load(Ordering::Relaxed),
+            frames_recognized: n,
+            detections: metrics.detections.load(Ordering::Relaxed),
+            passes_dropped: PassesDropped {
+                noise: metrics.passes_dropped.noise.load(Ordering::Relaxed),
+                low_confidence: metrics
+                    .passes_dropped
+                    .low_confidence
+                    .load(Ordering::Relaxed),
+                implausible: metrics.passes_dropped.implausible.load(Ordering::Relaxed),
+            },
+            reads_lost: metrics.reads_lost.load(Ordering::Relaxed),
+            session_takeovers: metrics.session_takeovers.load(Ordering::Relaxed),
         }
     }
 }
