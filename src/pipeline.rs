@@ -21,7 +21,7 @@ use crate::capture::{self, FrameQueue};
 use crate::config::{CameraConfig, Config};
 use crate::outbox::{OpenOutcome, Outbox, OutboxError};
 use crate::publish::{self, PublishSettings};
-use crate::recognize::tracker::Tracker;
+use crate::recognize::tracker::{FrameInfo, Tracker};
 use crate::recognize::{PlateRead, RecognizeError, Recognizer};
 use crate::telemetry::{LogStream, Metrics};
 use crate::wire::{ModelHashes, ReadMessage};
@@ -230,7 +230,7 @@ fn start_camera(
 
 /// Frames in, reads out, until the queue closes. Returns the number of reads accepted.
 fn recognize_loop(stage: &Stage, queue: &FrameQueue) -> u64 {
-    let mut tracker = Tracker::new(stage.tracking.clone());
+    let mut tracker = Tracker::new(stage.tracking.clone(), stage.metrics.clone());
     let mut accepted = 0;
     let mut last_error: Option<Instant> = None;
     let mut tracks_open = false;
@@ -265,8 +265,15 @@ fn recognize_loop(stage: &Stage, queue: &FrameQueue) -> u64 {
             std::sync::atomic::Ordering::Relaxed,
         );
         tracks_open = tracks_open || !detections.is_empty();
-        let (w, h) = frame.image.dimensions();
-        let reads = tracker.push(&frame.camera, frame.captured_at, w, h, detections);
+        let (width, height) = frame.image.dimensions();
+        let info = FrameInfo {
+            camera: &frame.camera,
+            at: frame.at,
+            captured_at: frame.captured_at,
+            width,
+            height,
+        };
+        let reads = tracker.push(info, detections);
         accepted += accept_all(stage, reads);
     }
     accepted + accept_all(stage, tracker.flush())

@@ -87,6 +87,72 @@ async fn replay_of_n_photos_gives_n_reads_with_crops() {
     }
 }
 
+/// The sample photos re-framed so every plate sits at the same place, on canvases of mixed sizes:
+/// consecutive vehicles in one lane, as the tracker sees them.
+fn photos_at_one_place(dir: &std::path::Path) -> Vec<String> {
+    let (samples, _) = samples();
+    let truth = std::fs::read_to_string(samples.join("groundtruth.tsv")).expect("groundtruth.tsv");
+    let sizes = [
+        (1280, 720),
+        (1600, 900),
+        (1024, 768),
+        (1920, 1080),
+        (800, 600),
+        (1280, 960),
+    ];
+    let mut plates = Vec::new();
+    for (i, row) in truth.lines().enumerate() {
+        let f: Vec<&str> = row.split('\t').collect();
+        let num = |k: usize| f[k].parse::<i64>().expect("groundtruth number");
+        let (x, y, w, h) = (num(1), num(2), num(3), num(4));
+        let photo = image::open(samples.join(f[0]))
+            .expect("sample photo")
+            .to_rgb8();
+        let (cw, ch) = sizes[i % sizes.len()];
+        let mut canvas = image::RgbImage::from_pixel(cw, ch, image::Rgb([90, 90, 90]));
+        // Plate centre at (500, 380) on every canvas.
+        image::imageops::overlay(&mut canvas, &photo, 500 - (x + w / 2), 380 - (y + h / 2));
+        canvas
+            .save(dir.join(format!("{i:02}.jpg")))
+            .expect("save photo");
+        plates.push(normalise(f[5]));
+    }
+    plates
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn photos_in_a_row_at_one_place_each_give_a_read_with_the_default_config() {
+    let broker = Mosquitto::start();
+    let mut sub = Subscriber::connect(broker.port, "platecam/#").await;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let replay = tmp.path().join("photos");
+    std::fs::create_dir_all(&replay).expect("mkdir");
+    let want = photos_at_one_place(&replay);
+    assert!(
+        want.len() >= 5,
+        "samples/groundtruth.tsv lists the sample photos"
+    );
+    let cfg = RunConfig {
+        drain_timeout: "20s",
+        ..RunConfig::new(&tmp.path().join("state"), &replay, broker.port)
+    }
+    .write();
+    let mut daemon = Daemon::start_logging(&cfg, "info,platecam=debug");
+    let status = daemon.wait_exit(Duration::from_secs(120));
+    let lines = daemon.lines();
+    assert_eq!(status.and_then(|s| s.code()), Some(0), "{lines:#?}");
+    let reads = reads_of(&collect_reads(&mut sub, want.len(), Duration::from_secs(5)).await);
+    let got: Vec<String> = reads.iter().map(|r| normalise(&r.plate)).collect();
+    let dropped: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.contains("pass dropped"))
+        .collect();
+    assert_eq!(
+        got, want,
+        "one read per photo, in order; dropped passes: {dropped:#?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broker_down_then_up_delivers_every_accepted_read_in_order() {
     let mut broker = Mosquitto::down();

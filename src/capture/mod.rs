@@ -39,6 +39,9 @@ pub struct Frame {
     /// Per-camera frame counter, starting at 0. The capture thread numbers frames itself, so the
     /// sequence keeps increasing across camera reopens.
     pub seq: u64,
+    /// Monotonic capture time (a replay's synthetic timeline): what tracking measures gaps on.
+    pub at: Instant,
+    /// Wall-clock capture time, reported in the read (may jump when NTP first sets the clock).
     pub captured_at: SystemTime,
     pub image: image::RgbImage,
 }

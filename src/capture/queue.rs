@@ -166,6 +166,7 @@ mod tests {
         Frame {
             camera: "t".into(),
             seq,
+            at: std::time::Instant::now(),
             captured_at: SystemTime::UNIX_EPOCH,
             image: image::RgbImage::new(2, 2),
         }

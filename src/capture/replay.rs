@@ -27,7 +27,9 @@ pub struct ReplaySource {
     repeat: bool,
     fps: u32,
     seq: u64,
-    start: SystemTime,
+    /// Where the synthetic timeline starts, on both clocks.
+    start: Instant,
+    start_wall: SystemTime,
     last_emit: Option<Instant>,
 }
 
@@ -74,7 +76,8 @@ impl ReplaySource {
             repeat: cfg.repeat,
             fps: cfg.fps,
             seq: 0,
-            start: SystemTime::now(),
+            start: Instant::now(),
+            start_wall: SystemTime::now(),
             last_emit: None,
         })
     }
@@ -93,14 +96,15 @@ impl ReplaySource {
         self.last_emit = Some(Instant::now());
     }
 
-    fn timeline(&self, seq: u64) -> SystemTime {
+    /// Offset of frame `seq` on the timeline.
+    fn timeline(&self, seq: u64) -> Duration {
         let fps = if self.fps == 0 {
             UNPACED_TIMELINE_FPS
         } else {
             self.fps
         };
         let nanos = u128::from(seq) * 1_000_000_000 / u128::from(fps);
-        self.start + Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
+        Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
     }
 }
 
@@ -116,10 +120,12 @@ impl FrameSource for ReplaySource {
         self.pace();
         let seq = self.seq;
         self.seq += 1;
+        let offset = self.timeline(seq);
         Ok(Some(Frame {
             camera: self.camera.clone(),
             seq,
-            captured_at: self.timeline(seq),
+            at: self.start + offset,
+            captured_at: self.start_wall + offset,
             image,
         }))
     }

@@ -5,7 +5,7 @@
 //! is logged, and decoding uses it.
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use v4l::buffer::{Flags as BufFlags, Type};
 use v4l::capability::Flags as CapFlags;
@@ -257,6 +257,7 @@ impl FrameSource for V4l2Source {
                     return Ok(Some(Frame {
                         camera: self.camera.clone(),
                         seq,
+                        at: Instant::now(),
                         captured_at: SystemTime::now(),
                         image,
                     }));

@@ -14,7 +14,7 @@ pub mod tracker;
 
 pub use detector::{decode_grid, iou, nms};
 pub use manifest::Manifest;
-pub use tracker::Tracker;
+pub use tracker::{FrameInfo, Tracker};
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -3,11 +3,21 @@
 //! A track collects the boxes of one plate across frames; when it has been unseen for longer than
 //! `max_gap` it ends and its frames vote on the text, slot by slot (fixed-slot OCR models align
 //! plates to the left, so slot i means the same character in every frame).
+//!
+//! A box joins a track only if it could be the same plate: near the track's last box, of a similar
+//! size, and reading the same text. Two cars close behind each other in one lane put their plates
+//! in the same place a moment apart; without the text check their frames would vote on one mixed
+//! read (lost under `min_confidence`, or worse, one plate passing as the other).
+//!
+//! Time is the frame's monotonic instant (a replay's synthetic timeline), never the wall clock,
+//! which may jump when NTP first synchronises it.
 
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
 use crate::config::TrackingConfig;
+use crate::telemetry::Metrics;
 
 use super::detector::iou;
 use super::ocr::{argmax, mean};
@@ -16,22 +26,47 @@ use super::{Candidate, CharProb, Detection, Direction, PlateBox, PlateRead};
 /// A box that overlaps no track still joins one whose last box centre is within this many plate
 /// widths: at low frame rates a moving plate need not overlap itself between frames.
 const MAX_CENTRE_DISTANCE: f32 = 1.5;
+/// A box more than this many times wider or narrower than the track's last box is another plate:
+/// an approaching plate grows by a few per cent a frame.
+const MAX_SIZE_JUMP: f32 = 2.0;
+/// Text disagreement (see [`Track::disagreement`]) above which a box does not join a track that
+/// missed the previous frame: about one character read confidently different. A plate that
+/// reappears after a gap with another text is the next vehicle.
+const REACQUIRE_DISAGREEMENT: f32 = 0.5;
+/// The same for a track seen in the previous frame: a plate does not jump between consecutive
+/// frames, so only a mostly different text (not one blurred frame) means another plate.
+const CONTINUOUS_DISAGREEMENT: f32 = 2.5;
 /// Area change (either way) that counts as moving towards or away from the camera.
 const AREA_TREND: f32 = 1.15;
 /// Symbols per slot the candidate search considers.
 const ALTERNATIVES_PER_SLOT: usize = 3;
 
+/// One frame as the tracker sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct FrameInfo<'a> {
+    pub camera: &'a str,
+    /// Monotonic capture time: gaps are measured on it.
+    pub at: Instant,
+    /// Wall-clock capture time, reported with the read.
+    pub captured_at: SystemTime,
+    pub width: u32,
+    pub height: u32,
+}
+
 #[derive(Debug)]
 pub struct Tracker {
     cfg: TrackingConfig,
     tracks: Vec<Track>,
+    metrics: Arc<Metrics>,
 }
 
 #[derive(Debug)]
 struct Track {
     camera: String,
     last_box: PlateBox,
-    last_seen: SystemTime,
+    last_seen: Instant,
+    /// Frames of this camera since the track was last matched (0: seen in the previous frame).
+    missed: u32,
     areas: Vec<f32>,
     /// Per slot, the score-weighted sum of the OCR probabilities.
     votes: Vec<Vec<f32>>,
@@ -51,39 +86,41 @@ struct Best {
     crop: image::RgbImage,
 }
 
+/// Why a pass ended without a read (counted in `Metrics::passes_dropped`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DropReason {
+    Noise,
+    LowConfidence,
+    Implausible,
+}
+
 impl Tracker {
-    pub fn new(cfg: TrackingConfig) -> Tracker {
+    pub fn new(cfg: TrackingConfig, metrics: Arc<Metrics>) -> Tracker {
         Tracker {
             cfg,
             tracks: Vec::new(),
+            metrics,
         }
     }
 
     /// Adds one frame's detections; returns the reads of the tracks that this frame's time ends.
-    pub fn push(
-        &mut self,
-        camera: &str,
-        captured_at: SystemTime,
-        frame_w: u32,
-        frame_h: u32,
-        detections: Vec<Detection>,
-    ) -> Vec<PlateRead> {
+    pub fn push(&mut self, frame: FrameInfo<'_>, detections: Vec<Detection>) -> Vec<PlateRead> {
         let max_gap = self.cfg.max_gap;
-        let (ended, open): (Vec<Track>, Vec<Track>) =
-            std::mem::take(&mut self.tracks).into_iter().partition(|t| {
-                captured_at
-                    .duration_since(t.last_seen)
-                    .is_ok_and(|gap| gap > max_gap)
-            });
+        let (ended, open): (Vec<Track>, Vec<Track>) = std::mem::take(&mut self.tracks)
+            .into_iter()
+            .partition(|t| frame.at.saturating_duration_since(t.last_seen) > max_gap);
         self.tracks = open;
 
         // Candidate pairs: overlapping ones first (best IoU first), then near ones (closest first).
         let mut pairs: Vec<(u8, f32, usize, usize)> = Vec::new();
         for (ti, t) in self.tracks.iter().enumerate() {
-            if t.camera != camera {
+            if t.camera != frame.camera {
                 continue;
             }
             for (di, d) in detections.iter().enumerate() {
+                if !t.may_be(d) {
+                    continue;
+                }
                 let overlap = iou(&t.last_box, &d.bbox);
                 if overlap >= self.cfg.iou_match && overlap > 0.0 {
                     pairs.push((0, -overlap, ti, di));
@@ -104,12 +141,15 @@ impl Tracker {
                 track_taken[ti] = true;
             }
         }
+        for (t, taken) in self.tracks.iter_mut().zip(&track_taken) {
+            if t.camera == frame.camera && !taken {
+                t.missed = t.missed.saturating_add(1);
+            }
+        }
         for (d, slot) in detections.into_iter().zip(assigned) {
             match slot {
-                Some(ti) => self.tracks[ti].add(d, captured_at, frame_w, frame_h),
-                None => self
-                    .tracks
-                    .push(Track::new(camera, d, captured_at, frame_w, frame_h)),
+                Some(ti) => self.tracks[ti].add(d, &frame),
+                None => self.tracks.push(Track::new(d, &frame)),
             }
         }
         self.finish(ended)
@@ -121,20 +161,69 @@ impl Tracker {
         self.finish(all)
     }
 
+    /// Turns ended tracks into reads; every pass that gives none is logged (debug) and counted.
     fn finish(&self, tracks: Vec<Track>) -> Vec<PlateRead> {
-        tracks
-            .into_iter()
-            .filter(|t| t.areas.len() as u32 >= self.cfg.min_frames)
-            .filter_map(|t| t.into_read(self.cfg.candidates))
-            .filter(|r| self.plausible(r))
-            .collect()
+        let mut reads = Vec::new();
+        for t in tracks {
+            let camera = t.camera.clone();
+            let frames = t.areas.len() as u32;
+            let outcome = if frames < self.cfg.min_frames {
+                Err((DropReason::Noise, None))
+            } else {
+                match t.into_read(self.cfg.candidates) {
+                    None => Err((DropReason::Implausible, None)),
+                    Some(r) => match self.check(&r) {
+                        Ok(()) => Ok(r),
+                        Err(why) => Err((why, Some(r))),
+                    },
+                }
+            };
+            let (why, read) = match outcome {
+                Ok(r) => {
+                    reads.push(r);
+                    continue;
+                }
+                Err(e) => e,
+            };
+            let drops = &self.metrics.passes_dropped;
+            let (counter, reason) = match why {
+                DropReason::Noise => (
+                    &drops.noise,
+                    "noise: seen on fewer than tracking.min_frames",
+                ),
+                DropReason::LowConfidence => (
+                    &drops.low_confidence,
+                    "voted confidence under tracking.min_confidence",
+                ),
+                DropReason::Implausible => (
+                    &drops.implausible,
+                    "not plate-like: too few characters or no digit",
+                ),
+            };
+            counter.fetch_add(1, Relaxed);
+            tracing::debug!(
+                %camera,
+                frames,
+                plate = read.as_ref().map_or("", |r| r.plate.as_str()),
+                confidence = read.as_ref().map_or(0.0, |r| r.confidence),
+                reason,
+                "pass dropped"
+            );
+        }
+        reads
     }
 
     /// Whether a voted read looks like a plate rather than other text (see `TrackingConfig`).
-    fn plausible(&self, read: &PlateRead) -> bool {
-        read.confidence >= self.cfg.min_confidence
-            && read.plate.chars().count() >= self.cfg.min_chars
-            && (!self.cfg.require_digit || read.plate.chars().any(|c| c.is_ascii_digit()))
+    fn check(&self, read: &PlateRead) -> Result<(), DropReason> {
+        if read.confidence < self.cfg.min_confidence {
+            Err(DropReason::LowConfidence)
+        } else if read.plate.chars().count() < self.cfg.min_chars
+            || (self.cfg.require_digit && !read.plate.chars().any(|c| c.is_ascii_digit()))
+        {
+            Err(DropReason::Implausible)
+        } else {
+            Ok(())
+        }
     }
 }
 
@@ -147,29 +236,64 @@ fn centre_distance(a: &PlateBox, b: &PlateBox) -> f32 {
 }
 
 impl Track {
-    fn new(camera: &str, d: Detection, at: SystemTime, fw: u32, fh: u32) -> Track {
+    fn new(d: Detection, frame: &FrameInfo<'_>) -> Track {
         let mut t = Track {
-            camera: camera.into(),
+            camera: frame.camera.into(),
             last_box: d.bbox,
-            last_seen: at,
+            last_seen: frame.at,
+            missed: 0,
             areas: Vec::new(),
             votes: Vec::new(),
             alphabet: d.text.alphabet.clone(),
             pad: d.text.pad,
             best: Best {
                 confidence: f32::NEG_INFINITY,
-                captured_at: at,
+                captured_at: frame.captured_at,
                 bbox: d.bbox,
-                frame_w: fw,
-                frame_h: fh,
+                frame_w: frame.width,
+                frame_h: frame.height,
                 crop: image::RgbImage::new(0, 0),
             },
         };
-        t.add(d, at, fw, fh);
+        t.add(d, frame);
         t
     }
 
-    fn add(&mut self, d: Detection, at: SystemTime, fw: u32, fh: u32) {
+    /// Whether `d` could be this track's plate: of a similar size and reading the same text.
+    fn may_be(&self, d: &Detection) -> bool {
+        let (a, b) = (self.last_box.w.max(1.0), d.bbox.w.max(1.0));
+        if a.max(b) > MAX_SIZE_JUMP * a.min(b) {
+            return false;
+        }
+        let limit = if self.missed == 0 {
+            CONTINUOUS_DISAGREEMENT
+        } else {
+            REACQUIRE_DISAGREEMENT
+        };
+        self.disagreement(d) <= limit
+    }
+
+    /// How confidently `d` reads another text than the track's vote so far: over the slots where
+    /// the two disagree, the sum of the lower of their two probabilities. One character read
+    /// differently with confidence ~0.9 on both sides gives ~0.9; a blurred character, ~0.
+    fn disagreement(&self, d: &Detection) -> f32 {
+        if self.alphabet != d.text.alphabet {
+            return f32::INFINITY;
+        }
+        self.votes
+            .iter()
+            .zip(&d.text.slots)
+            .filter_map(|(votes, probs)| {
+                let sum: f32 = votes.iter().sum();
+                let (ti, tv) = argmax(votes)?;
+                let (di, dp) = argmax(probs)?;
+                let tp = if sum > 0.0 { tv / sum } else { 0.0 };
+                (ti != di).then_some(tp.min(dp))
+            })
+            .sum()
+    }
+
+    fn add(&mut self, d: Detection, frame: &FrameInfo<'_>) {
         let weight = d.bbox.score.max(1e-6);
         for (i, probs) in d.text.slots.iter().enumerate() {
             if self.votes.len() <= i {
@@ -181,14 +305,15 @@ impl Track {
         }
         self.areas.push(d.bbox.w * d.bbox.h);
         self.last_box = d.bbox;
-        self.last_seen = at;
+        self.last_seen = frame.at;
+        self.missed = 0;
         if d.text.confidence > self.best.confidence {
             self.best = Best {
                 confidence: d.text.confidence,
-                captured_at: at,
+                captured_at: frame.captured_at,
                 bbox: d.bbox,
-                frame_w: fw,
-                frame_h: fh,
+                frame_w: frame.width,
+                frame_h: frame.height,
                 crop: d.crop,
             };
         }
@@ -351,16 +476,31 @@ mod tests {
         }
     }
 
-    fn at(ms: u64) -> SystemTime {
+    fn wall(ms: u64) -> SystemTime {
         SystemTime::UNIX_EPOCH + Duration::from_millis(1_000_000 + ms)
+    }
+
+    /// A 1920x1080 frame of camera "cam", `ms` into the test's timeline.
+    fn at(ms: u64) -> FrameInfo<'static> {
+        static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+        FrameInfo {
+            camera: "cam",
+            at: *START.get_or_init(Instant::now) + Duration::from_millis(ms),
+            captured_at: wall(ms),
+            width: 1920,
+            height: 1080,
+        }
     }
 
     /// A tracker without the confidence floor: these tests vote with made-up probabilities.
     fn tracker() -> Tracker {
-        Tracker::new(TrackingConfig {
-            min_confidence: 0.0,
-            ..TrackingConfig::default()
-        })
+        Tracker::new(
+            TrackingConfig {
+                min_confidence: 0.0,
+                ..TrackingConfig::default()
+            },
+            Arc::default(),
+        )
     }
 
     #[test]
@@ -370,10 +510,7 @@ mod tests {
         for (i, text) in texts.iter().enumerate() {
             let p = if i == 2 { 0.95 } else { 0.7 };
             let reads = t.push(
-                "cam",
                 at(i as u64 * 100),
-                1920,
-                1080,
                 vec![det(text, p, 500.0 + 20.0 * i as f32, 100.0)],
             );
             assert!(reads.is_empty());
@@ -392,7 +529,7 @@ mod tests {
             .all(|w| w[0].confidence >= w[1].confidence));
         assert_eq!(r.chars.len(), 7);
         // The crop time is that of the most confident frame (the noisy one, p = 0.95).
-        assert_eq!(r.captured_at, at(200));
+        assert_eq!(r.captured_at, wall(200));
         assert_eq!(r.direction, Direction::Stationary);
     }
 
@@ -402,10 +539,7 @@ mod tests {
         for i in 0..4u64 {
             let dx = 15.0 * i as f32;
             t.push(
-                "cam",
                 at(i * 100),
-                1920,
-                1080,
                 vec![
                     det("AAA111", 0.9, 100.0 + dx, 100.0),
                     det("BBB222", 0.9, 1200.0 - dx, 100.0),
@@ -421,32 +555,14 @@ mod tests {
     fn a_gap_ends_the_track() {
         let mut t = tracker();
         assert!(t
-            .push(
-                "cam",
-                at(0),
-                1920,
-                1080,
-                vec![det("AAA111", 0.9, 100.0, 100.0)]
-            )
+            .push(at(0), vec![det("AAA111", 0.9, 100.0, 100.0)])
             .is_empty());
         assert!(t
-            .push(
-                "cam",
-                at(100),
-                1920,
-                1080,
-                vec![det("AAA111", 0.9, 110.0, 100.0)]
-            )
+            .push(at(100), vec![det("AAA111", 0.9, 110.0, 100.0)])
             .is_empty());
         // Within max_gap (700 ms): nothing yet.
-        assert!(t.push("cam", at(700), 1920, 1080, vec![]).is_empty());
-        let reads = t.push(
-            "cam",
-            at(900),
-            1920,
-            1080,
-            vec![det("CCC333", 0.9, 110.0, 100.0)],
-        );
+        assert!(t.push(at(700), vec![]).is_empty());
+        let reads = t.push(at(900), vec![det("CCC333", 0.9, 110.0, 100.0)]);
         assert_eq!(reads.len(), 1);
         assert_eq!(reads[0].plate, "AAA111");
         assert_eq!(reads[0].frames_seen, 2);
@@ -455,18 +571,67 @@ mod tests {
         assert_eq!(rest[0].plate, "CCC333");
     }
 
+    /// Plates shown `hold` frames each at the same place, with `gap` empty frames between them
+    /// (100 ms apart, so every gap is well within `max_gap`), then flushed.
+    fn in_a_row(t: &mut Tracker, plates: &[(&str, f32)], hold: u64, gap: u64) -> Vec<PlateRead> {
+        let mut reads = Vec::new();
+        let mut ms = 0;
+        for (plate, width) in plates {
+            for _ in 0..hold {
+                reads.extend(t.push(at(ms), vec![det(plate, 0.92, 500.0, *width)]));
+                ms += 100;
+            }
+            for _ in 0..gap {
+                reads.extend(t.push(at(ms), vec![]));
+                ms += 100;
+            }
+        }
+        reads.extend(t.flush());
+        reads
+    }
+
+    #[test]
+    fn similar_plates_in_a_row_at_one_place_give_one_read_each() {
+        let metrics = Arc::new(Metrics::default());
+        // The default config, confidence floor included.
+        let mut t = Tracker::new(TrackingConfig::default(), metrics.clone());
+        let plates = [("AB123CD", 100.0), ("AB128CD", 100.0), ("XY555ZZ", 100.0)];
+        let reads = in_a_row(&mut t, &plates, 4, 4);
+        let got: Vec<&str> = reads.iter().map(|r| r.plate.as_str()).collect();
+        assert_eq!(got, ["AB123CD", "AB128CD", "XY555ZZ"]);
+        assert!(reads
+            .iter()
+            .all(|r| r.frames_seen == 4 && r.confidence > 0.9));
+        let drops = &metrics.passes_dropped;
+        assert_eq!(drops.low_confidence.load(Relaxed), 0);
+
+        // Back to back, no empty frame between: a wholly different plate is still another pass.
+        let mut t = Tracker::new(TrackingConfig::default(), Arc::default());
+        let reads = in_a_row(&mut t, &[("AB123CD", 100.0), ("XY555ZZ", 100.0)], 3, 0);
+        let got: Vec<&str> = reads.iter().map(|r| r.plate.as_str()).collect();
+        assert_eq!(got, ["AB123CD", "XY555ZZ"]);
+    }
+
+    #[test]
+    fn a_box_size_jump_starts_another_pass() {
+        let mut t = tracker();
+        let reads = in_a_row(&mut t, &[("AB123CD", 100.0), ("AB123CD", 260.0)], 2, 0);
+        assert_eq!(reads.len(), 2, "{reads:?}");
+        // An approaching plate grows a little each frame: one pass.
+        let mut t = tracker();
+        let widths = [100.0, 110.0, 121.0, 133.0, 146.0, 160.0];
+        for (i, w) in widths.iter().enumerate() {
+            t.push(at(i as u64 * 100), vec![det("AB123CD", 0.9, 500.0, *w)]);
+        }
+        assert_eq!(t.flush().len(), 1);
+    }
+
     #[test]
     fn direction_follows_box_area() {
         let run = |widths: &[f32]| {
             let mut t = tracker();
             for (i, w) in widths.iter().enumerate() {
-                t.push(
-                    "cam",
-                    at(i as u64 * 100),
-                    1920,
-                    1080,
-                    vec![det("AAA111", 0.9, 500.0, *w)],
-                );
+                t.push(at(i as u64 * 100), vec![det("AAA111", 0.9, 500.0, *w)]);
             }
             t.flush()[0].direction
         };
@@ -489,31 +654,28 @@ mod tests {
             min_confidence: 0.95,
             ..TrackingConfig::default()
         };
+        let metrics = Arc::new(Metrics::default());
         for cfg in [cfg, strict] {
-            let mut t = Tracker::new(cfg);
-            t.push(
-                "cam",
-                at(0),
-                1920,
-                1080,
-                vec![det("AAA111", 0.9, 100.0, 100.0)],
-            );
+            let mut t = Tracker::new(cfg, metrics.clone());
+            t.push(at(0), vec![det("AAA111", 0.9, 100.0, 100.0)]);
             assert!(t.flush().is_empty());
         }
-        let mut t = tracker();
-        t.push("cam", at(0), 1920, 1080, vec![det("", 0.9, 100.0, 100.0)]);
+        let drops = &metrics.passes_dropped;
+        assert_eq!(drops.noise.load(Relaxed), 1);
+        assert_eq!(drops.low_confidence.load(Relaxed), 1);
+        let lenient = TrackingConfig {
+            min_confidence: 0.0,
+            ..TrackingConfig::default()
+        };
+        let mut t = Tracker::new(lenient.clone(), metrics.clone());
+        t.push(at(0), vec![det("", 0.9, 100.0, 100.0)]);
         assert!(t.flush().is_empty());
         // Sign text: no digit, or too short.
         for text in ["ARKANSAS", "K9V"] {
-            let mut t = tracker();
-            t.push(
-                "cam",
-                at(0),
-                1920,
-                1080,
-                vec![det(text, 0.99, 100.0, 100.0)],
-            );
+            let mut t = Tracker::new(lenient.clone(), metrics.clone());
+            t.push(at(0), vec![det(text, 0.99, 100.0, 100.0)]);
             assert!(t.flush().is_empty(), "{text} is not a plausible plate");
         }
+        assert_eq!(drops.implausible.load(Relaxed), 3);
     }
 }
