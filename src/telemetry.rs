@@ -13,7 +13,7 @@ use std::time::Instant;
 pub struct CameraMetrics {
     pub frames: AtomicU64,
     pub frames_dropped: AtomicU64,
-    /// "streaming", "reconnecting", "ended", ...
+    /// "streaming", "absent" (no device node: waited for), "reconnecting", "ended", ...
     pub state: Mutex<String>,
 }
 

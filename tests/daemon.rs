@@ -382,6 +382,94 @@ async fn garbage_outbox_and_corrupt_photo_are_survived() {
     );
 }
 
+/// The camera's state in the next health message.
+async fn camera_state(sub: &mut Subscriber, limit: Duration) -> Option<String> {
+    let until = tokio::time::Instant::now() + limit;
+    while tokio::time::Instant::now() < until {
+        let Some(m) = sub.next(Duration::from_millis(200)).await else {
+            continue;
+        };
+        if let Ok(h) = serde_json::from_slice::<HealthMessage>(&m.payload) {
+            return h.cameras.first().map(|c| c.state.clone());
+        }
+    }
+    None
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_camera_absent_at_start_is_reported_and_waited_for() {
+    let broker = Mosquitto::start();
+    let mut sub = Subscriber::connect(broker.port, "platecam/+/health").await;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let device = tmp.path().join("dev").join("video0");
+    let cfg = RunConfig {
+        source: Some(format!("v4l2://{}", device.display())),
+        ..RunConfig::new(&tmp.path().join("state"), tmp.path(), broker.port)
+    }
+    .write();
+    let mut daemon = Daemon::start_logging(&cfg, "info,platecam=debug");
+    let absent = |lines: &[String]| {
+        lines
+            .iter()
+            .filter(|l| l.contains("camera still absent"))
+            .count()
+            >= 2
+    };
+    assert!(
+        daemon.wait_for(absent, Duration::from_secs(30)),
+        "retried while absent: {:#?}",
+        daemon.lines()
+    );
+    assert!(
+        daemon.child.try_wait().expect("wait").is_none(),
+        "still running"
+    );
+    let lines = daemon.lines();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("WARN") && l.contains("state=\"absent\"") && l.contains("video0")),
+        "{lines:#?}"
+    );
+    assert_eq!(
+        camera_state(&mut sub, Duration::from_secs(10))
+            .await
+            .as_deref(),
+        Some("absent")
+    );
+
+    // The node appears (here a plain file, not a camera: the real reopen is the VM test's).
+    std::fs::create_dir_all(device.parent().expect("parent")).expect("mkdir");
+    std::fs::write(&device, b"").expect("create the node");
+    let tried = |lines: &[String]| {
+        lines
+            .iter()
+            .any(|l| l.contains("cannot open camera") && l.contains("state=\"reconnecting\""))
+    };
+    assert!(
+        daemon.wait_for(tried, Duration::from_secs(30)),
+        "opened again once it existed: {:#?}",
+        daemon.lines()
+    );
+    let mut state = None;
+    for _ in 0..5 {
+        state = camera_state(&mut sub, Duration::from_secs(5)).await;
+        if state.as_deref() == Some("reconnecting") {
+            break;
+        }
+    }
+    assert_eq!(state.as_deref(), Some("reconnecting"));
+    let pid = nix::unistd::Pid::from_raw(daemon.child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
+    let status = daemon.wait_exit(Duration::from_secs(30));
+    assert_eq!(
+        status.and_then(|s| s.code()),
+        Some(0),
+        "{:#?}",
+        daemon.lines()
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_and_exits_0() {
     let broker = Mosquitto::start();

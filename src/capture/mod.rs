@@ -166,11 +166,19 @@ pub fn spawn_capture(
         })
 }
 
-fn set_state(metrics: &CameraMetrics, state: &str) {
+/// Sets the camera's state in health; returns whether it changed.
+fn set_state(metrics: &CameraMetrics, state: &str) -> bool {
     let mut s = metrics.state.lock().unwrap_or_else(|e| e.into_inner());
-    if *s != state {
+    let changed = *s != state;
+    if changed {
         *s = state.to_string();
     }
+    changed
+}
+
+/// Whether opening failed because the device node does not exist.
+fn is_absent(e: &CaptureError) -> bool {
+    matches!(e, CaptureError::Device { source, .. } if source.kind() == std::io::ErrorKind::NotFound)
 }
 
 /// Sleeps `total`, waking early (returning false) when cancelled.
@@ -202,8 +210,18 @@ fn run_capture(
         let mut source = match open_source(cfg) {
             Ok(source) => source,
             Err(e) if live => {
-                tracing::warn!(camera = %cfg.name, error = %e, retry_in = ?backoff, "cannot open camera");
-                set_state(metrics, "reconnecting");
+                // A device node that does not exist (yet) is a state, not a failure: a USB camera
+                // enumerates late at boot, or was unplugged. Said once, then retried quietly.
+                let state = if is_absent(&e) {
+                    "absent"
+                } else {
+                    "reconnecting"
+                };
+                if set_state(metrics, state) || state != "absent" {
+                    tracing::warn!(camera = %cfg.name, error = %e, state, retry_in = ?backoff, "cannot open camera");
+                } else {
+                    tracing::debug!(camera = %cfg.name, state, retry_in = ?backoff, "camera still absent");
+                }
                 if !sleep_unless_cancelled(cancel, backoff) {
                     return;
                 }

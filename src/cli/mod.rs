@@ -161,13 +161,12 @@ fn check_config(path: &Path) -> anyhow::Result<u8> {
 
 /// Loads a config, printing every problem to stderr. `Err` carries the exit code (78).
 pub(crate) fn load_config(path: &Path, for_run: bool) -> Result<Config, u8> {
-    let checked = config::load(path).and_then(|loaded| {
-        let mut problems = loaded.check_machine();
-        if for_run {
-            problems.extend(loaded.check_for_run());
-        }
-        loaded.into_result(problems)
-    });
+    let purpose = if for_run {
+        config::Purpose::Run
+    } else {
+        config::Purpose::Models
+    };
+    let checked = config::load_for(path, purpose);
     checked.map_err(|e| {
         eprintln!("platecam: {e}");
         crate::EXIT_CONFIG as u8

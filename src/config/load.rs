@@ -146,7 +146,7 @@ impl Loaded {
 
     /// Checks against this machine (files exist and are readable), with lines.
     pub fn check_machine(&self) -> Vec<Problem> {
-        validate::machine_checks(&self.config, &self.lines)
+        validate::machine_checks(&self.config, &self.lines, true)
     }
 
     /// `Ok(config)` if `problems` is empty, else the same error `load` gives.
@@ -171,8 +171,59 @@ pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
     load_text(&text, &path.display().to_string())
 }
 
+/// What a command uses the config for: which checks beyond the static ones apply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    /// `run` and `check-config`: the machine checks (model, TLS, replay files) and the run checks.
+    Run,
+    /// `recognize`: only the files the models need; cameras are not used.
+    Models,
+}
+
+/// Reads a config file and reports every problem in one round: the static ones together with
+/// the checks against this machine (and those of `run`), so a user never fixes a file twice.
+pub fn load_for(path: &Path, purpose: Purpose) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
+    load_text_for(&text, &path.display().to_string(), purpose)
+}
+
+/// As [`load_for`], from text; `origin` names it in messages.
+pub fn load_text_for(text: &str, origin: &str, purpose: Purpose) -> Result<Config, ConfigError> {
+    let (loaded, mut problems) = load_parts(text, origin)?;
+    let run = purpose == Purpose::Run;
+    let mut later = validate::machine_checks(&loaded.config, &loaded.lines, run);
+    if run {
+        later.extend(loaded.check_for_run());
+    }
+    // As in `load_parts`: a key reported as malformed holds its default, not the user's value.
+    let reported: Vec<String> = problems.iter().map(|p| p.key.clone()).collect();
+    problems.extend(
+        later
+            .into_iter()
+            .filter(|p| !reported.iter().any(|r| is_same_or_under(&p.key, r))),
+    );
+    loaded.into_result(problems)
+}
+
 /// As [`load`], from text; `origin` names it in messages.
 pub fn load_text(text: &str, origin: &str) -> Result<Loaded, ConfigError> {
+    let (loaded, problems) = load_parts(text, origin)?;
+    if problems.is_empty() {
+        Ok(loaded)
+    } else {
+        Err(ConfigError::Invalid {
+            path: origin.to_string(),
+            problems,
+        })
+    }
+}
+
+/// Parses and runs the static checks: the config (malformed keys at their defaults) and its
+/// problems. Only a TOML syntax error, which leaves nothing to check, is an `Err`.
+fn load_parts(text: &str, origin: &str) -> Result<(Loaded, Vec<Problem>), ConfigError> {
     let invalid = |problems| ConfigError::Invalid {
         path: origin.to_string(),
         problems,
@@ -197,15 +248,12 @@ pub fn load_text(text: &str, origin: &str) -> Result<Loaded, ConfigError> {
             .into_iter()
             .filter(|p| !reported.iter().any(|r| is_same_or_under(&p.key, r))),
     );
-    if problems.is_empty() {
-        Ok(Loaded {
-            config,
-            lines,
-            origin: origin.to_string(),
-        })
-    } else {
-        Err(invalid(problems))
-    }
+    let loaded = Loaded {
+        config,
+        lines,
+        origin: origin.to_string(),
+    };
+    Ok((loaded, problems))
 }
 
 /// Reads, parses and checks a config file; see [`load`] for the lines of later checks.

@@ -11,7 +11,10 @@ mod validate;
 #[cfg(test)]
 mod tests;
 
-pub use load::{load, load_file, load_str, load_text, ConfigError, KeyLines, Loaded, Problem};
+pub use load::{
+    load, load_file, load_for, load_str, load_text, load_text_for, ConfigError, KeyLines, Loaded,
+    Problem, Purpose,
+};
 pub use validate::{check_for_run, check_machine};
 
 use std::path::PathBuf;

@@ -253,7 +253,101 @@ level = "info,platecam=debug"
         assert!(keys.contains(&k), "{k} missing from {machine:#?}");
     }
     assert!(machine.iter().all(|p| p.line.is_some()), "{machine:#?}");
+    // /dev/video2 does not exist here either, but an absent camera is waited for, not refused.
+    assert!(!keys.contains(&"camera[0].source"), "{machine:#?}");
     assert!(loaded.check_for_run().is_empty());
+}
+
+/// The problems of `text` loaded for `purpose` (it must not load).
+fn problems_for(text: &str, purpose: Purpose) -> Vec<Problem> {
+    match load_text_for(text, "t.toml", purpose) {
+        Ok(_) => panic!("expected problems in:\n{text}"),
+        Err(ConfigError::Invalid { problems, .. }) => problems,
+        Err(e) => panic!("unexpected error {e}"),
+    }
+}
+
+#[test]
+fn machine_problems_come_in_the_same_round_as_static_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    let text = format!(
+        r#"[device]
+colour = "red"
+
+[[camera]]
+source = "replay://{d}/no-photos"
+
+[mqtt]
+url = "mqtts://broker"
+keep_alive = "fast"
+ca = "{d}/no-ca.pem"
+
+[recognition.detector]
+format = "yolo-end2end"
+path = "{d}/no-det.onnx"
+"#
+    );
+    let ps = problems_for(&text, Purpose::Run);
+    assert_eq!(
+        keys_lines(&ps),
+        vec![
+            ("device.colour", Some(2)),
+            ("mqtt.keep_alive", Some(9)),
+            ("recognition.detector.path", Some(14)),
+            ("mqtt.ca", Some(10)),
+            ("camera[0].source", Some(5)),
+        ],
+        "{ps:#?}"
+    );
+    // A key whose value was refused is not checked again at its default.
+    let ps = problems_for(
+        "[storage]\ndir = 5\n[[camera]]\nsource = \"replay:///nope\"\n",
+        Purpose::Run,
+    );
+    assert_eq!(
+        keys_lines(&ps),
+        vec![("storage.dir", Some(2)), ("camera[0].source", Some(4))]
+    );
+    // `run` needs a camera: reported with the rest.
+    let ps = problems_for("[device]\nx = 1\n", Purpose::Run);
+    assert_eq!(
+        keys_lines(&ps),
+        vec![("device.x", Some(2)), ("camera", None)]
+    );
+}
+
+#[test]
+fn an_absent_camera_device_is_not_a_config_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "[[camera]]\nsource = \"v4l2://{}/video0\"\n",
+        dir.path().display()
+    );
+    let c = load_text_for(&text, "t.toml", Purpose::Run).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(c.cameras.len(), 1);
+}
+
+#[test]
+fn recognize_does_not_check_cameras_but_checks_models() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    let cameras = format!(
+        "[[camera]]\nsource = \"v4l2://{d}/video0\"\n[[camera]]\nname = \"r\"\nsource = \"replay://{d}/none\"\n"
+    );
+    assert!(load_text_for(&cameras, "t.toml", Purpose::Models).is_ok());
+    assert!(load_text_for(&cameras, "t.toml", Purpose::Run).is_err());
+    let model = format!(
+        "{cameras}[recognition.ocr]\nformat = \"fast-plate-ocr\"\npath = \"{d}/o.onnx\"\nconfig = \"{d}/o.yaml\"\n"
+    );
+    let ps = problems_for(&model, Purpose::Models);
+    assert_eq!(
+        keys_lines(&ps),
+        vec![
+            ("recognition.ocr.path", Some(8)),
+            ("recognition.ocr.config", Some(9))
+        ]
+    );
 }
 
 #[test]

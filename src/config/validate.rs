@@ -23,7 +23,7 @@ pub fn check_for_run(config: &Config) -> Vec<Problem> {
 /// Checks against this machine: model, TLS, password and replay files exist and are readable.
 /// Lines are unknown here: use [`super::Loaded::check_machine`] to get them.
 pub fn check_machine(config: &Config) -> Vec<Problem> {
-    machine_checks(config, &KeyLines::default())
+    machine_checks(config, &KeyLines::default(), true)
 }
 
 pub(super) fn run_checks(config: &Config, lines: &KeyLines) -> Vec<Problem> {
@@ -374,7 +374,10 @@ fn check_model(key: &str, role: &str, m: &ModelConfig, bad: &mut impl FnMut(&str
     }
 }
 
-pub(super) fn machine_checks(c: &Config, lines: &KeyLines) -> Vec<Problem> {
+/// `cameras`: whether the replay files of the cameras are checked too (not for a command that
+/// does not capture). A V4L2 device is never checked: a camera that is absent (unplugged, or
+/// enumerating late at boot) is a state the daemon reports and waits out, not a config error.
+pub(super) fn machine_checks(c: &Config, lines: &KeyLines, cameras: bool) -> Vec<Problem> {
     let mut p = Vec::new();
     let mut file = |key: &str, path: &Path| {
         if let Some(msg) = readable_file(path) {
@@ -401,15 +404,12 @@ pub(super) fn machine_checks(c: &Config, lines: &KeyLines) -> Vec<Problem> {
             file(key, path);
         }
     }
-    for (i, cam) in c.cameras.iter().enumerate() {
-        let key = format!("camera[{i}].source");
-        match cam.source_spec() {
-            Ok(SourceSpec::Replay(path)) | Ok(SourceSpec::V4l2(path)) => {
-                if let Err(e) = std::fs::metadata(&path) {
-                    p.push(lines.problem(&key, format!("{}: {e}", path.display())));
-                }
+    for (i, cam) in c.cameras.iter().enumerate().filter(|_| cameras) {
+        if let Ok(SourceSpec::Replay(path)) = cam.source_spec() {
+            if let Err(e) = std::fs::metadata(&path) {
+                let key = format!("camera[{i}].source");
+                p.push(lines.problem(&key, format!("{}: {e}", path.display())));
             }
-            Err(_) => {} // reported by the static checks
         }
     }
     // The outbox creates its directory, but a file in the way cannot become one.

@@ -28,6 +28,8 @@ pub fn samples() -> (PathBuf, Vec<(String, String)>) {
 pub struct RunConfig<'a> {
     pub state: &'a Path,
     pub replay: &'a Path,
+    /// A camera source URI other than `replay://<replay>`.
+    pub source: Option<String>,
     pub port: u16,
     pub repeat: bool,
     pub drain_timeout: &'a str,
@@ -43,6 +45,7 @@ impl<'a> RunConfig<'a> {
         RunConfig {
             state,
             replay,
+            source: None,
             port,
             repeat: false,
             drain_timeout: "10s",
@@ -59,7 +62,7 @@ id = "test-{port}"
 
 [[camera]]
 name = "lane1"
-source = "replay://{replay}"
+source = "{source}"
 loop = {repeat}
 # The replay timing (fps, hold_frames, gap_frames) and [tracking] are left at their defaults on
 # purpose: the tests must pass with what a unit runs.
@@ -78,7 +81,10 @@ dir = "{state}"
 {logging}
 "#,
             port = self.port,
-            replay = self.replay.display(),
+            source = self
+                .source
+                .clone()
+                .unwrap_or_else(|| format!("replay://{}", self.replay.display())),
             repeat = self.repeat,
             drain = self.drain_timeout,
             state = self.state.display(),
