@@ -270,6 +270,7 @@ fn recognize_loop(stage: &Stage, queue: &FrameQueue) -> u64 {
             camera: &frame.camera,
             at: frame.at,
             captured_at: frame.captured_at,
+            clock_synced: frame.clock_synced,
             width,
             height,
         };

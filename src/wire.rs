@@ -19,6 +19,11 @@ pub struct ReadMessage {
     pub seq: u64,
     /// RFC 3339 UTC with milliseconds.
     pub captured_at: String,
+    /// Whether the unit's wall clock was synchronised (NTP) when the frame was taken; if not,
+    /// `captured_at` may be far off (a unit without a battery-backed clock boots in 1970).
+    /// Records stored before this field existed read as false (not known to be synchronised).
+    #[serde(default)]
+    pub clock_synced: bool,
     pub plate: String,
     pub confidence: f32,
     pub chars: Vec<WireChar>,
@@ -148,6 +153,7 @@ impl ReadMessage {
             camera: read.camera.clone(),
             seq: 0,
             captured_at: rfc3339_ms(read.captured_at),
+            clock_synced: read.clock_synced,
             plate: read.plate.clone(),
             confidence: read.confidence,
             chars: read
@@ -189,4 +195,22 @@ pub struct LogMessage {
     /// Events dropped so far (rate limit or full queue) since the daemon started.
     #[serde(default)]
     pub dropped: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clock_synced_is_on_the_wire_and_old_records_read_as_not_synced() {
+        let json = r#"{"schema":1,"id":"x","device":"d","camera":"c","seq":3,
+            "captured_at":"1970-01-01T00:00:12.000Z","plate":"AB123CD","confidence":0.9,
+            "chars":[],"candidates":[],"bbox":[1,2,3,4],"frame":{"width":8,"height":6},
+            "frames_seen":2,"direction":"unknown","models":{"detector":"a","ocr":"b"}}"#;
+        let mut old: ReadMessage = serde_json::from_str(json).expect("a record without the field");
+        assert!(!old.clock_synced);
+        old.clock_synced = true;
+        let v = serde_json::to_value(&old).expect("json");
+        assert_eq!(v["clock_synced"], serde_json::Value::Bool(true));
+    }
 }

@@ -84,6 +84,7 @@ async fn replay_of_n_photos_gives_n_reads_with_crops() {
         assert_eq!(hex::encode(Sha256::digest(bytes)), info.sha256);
         assert_eq!(bytes.len(), info.bytes);
         assert!(r.frames_seen >= 2, "voted over frames: {r:?}");
+        assert_eq!(r.clock_synced, platecam::capture::wall_clock_synced());
     }
 }
 

@@ -12,11 +12,13 @@
 //! Invariant: nothing reachable from a file, a device or a config value panics; every failure is a
 //! `CaptureError` naming the device, file or format involved.
 
+mod clock;
 pub mod decode;
 mod queue;
 mod replay;
 mod v4l2;
 
+pub use clock::wall_clock_synced;
 pub use queue::{FrameQueue, Pop, PushError};
 pub use replay::ReplaySource;
 pub use v4l2::{list_devices, DeviceInfo, FormatInfo, FrameSizeInfo, V4l2Source};
@@ -43,6 +45,8 @@ pub struct Frame {
     pub at: Instant,
     /// Wall-clock capture time, reported in the read (may jump when NTP first sets the clock).
     pub captured_at: SystemTime,
+    /// Whether the wall clock was synchronised when the frame was taken.
+    pub clock_synced: bool,
     pub image: image::RgbImage,
 }
 
@@ -296,6 +300,7 @@ fn stream(
         last_frame = Instant::now();
         frame.seq = *seq;
         frame.camera.clone_from(&cfg.name);
+        frame.clock_synced = wall_clock_synced();
         *seq += 1;
         metrics.frames.fetch_add(1, Ordering::Relaxed);
         set_state(metrics, "streaming");
@@ -471,10 +476,8 @@ mod tests {
         let handle =
             spawn_capture(cfg, queue.clone(), metrics.clone(), cancel.clone()).expect("spawn");
         assert!(
-            eventually(
-                || *metrics.state.lock().unwrap_or_else(|e| e.into_inner()) == "reconnecting"
-            ),
-            "state becomes reconnecting"
+            eventually(|| *metrics.state.lock().unwrap_or_else(|e| e.into_inner()) == "absent"),
+            "state becomes absent"
         );
         assert!(
             !handle.is_finished(),

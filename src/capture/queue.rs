@@ -168,6 +168,7 @@ mod tests {
             seq,
             at: std::time::Instant::now(),
             captured_at: SystemTime::UNIX_EPOCH,
+            clock_synced: false,
             image: image::RgbImage::new(2, 2),
         }
     }

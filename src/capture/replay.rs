@@ -126,6 +126,7 @@ impl FrameSource for ReplaySource {
             seq,
             at: self.start + offset,
             captured_at: self.start_wall + offset,
+            clock_synced: false,
             image,
         }))
     }

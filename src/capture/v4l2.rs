@@ -259,6 +259,7 @@ impl FrameSource for V4l2Source {
                         seq,
                         at: Instant::now(),
                         captured_at: SystemTime::now(),
+                        clock_synced: false,
                         image,
                     }));
                 }

@@ -288,6 +288,8 @@ pub struct PlateRead {
     pub camera: String,
     /// Capture time of the frame the crop comes from.
     pub captured_at: SystemTime,
+    /// Whether the wall clock was synchronised when that frame was taken.
+    pub clock_synced: bool,
     pub plate: String,
     pub confidence: f32,
     pub chars: Vec<CharProb>,

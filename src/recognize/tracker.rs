@@ -49,6 +49,7 @@ pub struct FrameInfo<'a> {
     pub at: Instant,
     /// Wall-clock capture time, reported with the read.
     pub captured_at: SystemTime,
+    pub clock_synced: bool,
     pub width: u32,
     pub height: u32,
 }
@@ -80,6 +81,7 @@ struct Track {
 struct Best {
     confidence: f32,
     captured_at: SystemTime,
+    clock_synced: bool,
     bbox: PlateBox,
     frame_w: u32,
     frame_h: u32,
@@ -249,6 +251,7 @@ impl Track {
             best: Best {
                 confidence: f32::NEG_INFINITY,
                 captured_at: frame.captured_at,
+                clock_synced: frame.clock_synced,
                 bbox: d.bbox,
                 frame_w: frame.width,
                 frame_h: frame.height,
@@ -311,6 +314,7 @@ impl Track {
             self.best = Best {
                 confidence: d.text.confidence,
                 captured_at: frame.captured_at,
+                clock_synced: frame.clock_synced,
                 bbox: d.bbox,
                 frame_w: frame.width,
                 frame_h: frame.height,
@@ -374,6 +378,7 @@ impl Track {
         Some(PlateRead {
             camera: self.camera,
             captured_at: b.captured_at,
+            clock_synced: b.clock_synced,
             plate,
             confidence,
             chars,
@@ -487,6 +492,7 @@ mod tests {
             camera: "cam",
             at: *START.get_or_init(Instant::now) + Duration::from_millis(ms),
             captured_at: wall(ms),
+            clock_synced: true,
             width: 1920,
             height: 1080,
         }
@@ -530,7 +536,23 @@ mod tests {
         assert_eq!(r.chars.len(), 7);
         // The crop time is that of the most confident frame (the noisy one, p = 0.95).
         assert_eq!(r.captured_at, wall(200));
+        assert!(r.clock_synced);
         assert_eq!(r.direction, Direction::Stationary);
+    }
+
+    #[test]
+    fn the_read_says_whether_the_clock_of_its_best_frame_was_synced() {
+        let mut t = tracker();
+        let unsynced = FrameInfo {
+            clock_synced: false,
+            ..at(0)
+        };
+        t.push(unsynced, vec![det("AB123CD", 0.95, 500.0, 100.0)]);
+        t.push(at(100), vec![det("AB123CD", 0.7, 500.0, 100.0)]);
+        let reads = t.flush();
+        assert_eq!(reads.len(), 1);
+        assert_eq!(reads[0].captured_at, wall(0));
+        assert!(!reads[0].clock_synced);
     }
 
     #[test]

@@ -16,6 +16,7 @@ pub fn sample_read(device: &str, plate: &str) -> ReadMessage {
         camera: "cam0".into(),
         seq: 0,
         captured_at: platecam::wire::rfc3339_ms(std::time::SystemTime::now()),
+        clock_synced: true,
         plate: plate.to_string(),
         confidence: 0.97,
         chars: plate.chars().map(|c| WireChar { c, p: 0.99 }).collect(),
