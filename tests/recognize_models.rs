@@ -193,3 +193,95 @@ fn recognizer_can_be_shared_across_threads() {
     fn shared<T: Send + Sync>() {}
     shared::<Recognizer>();
 }
+
+/// Copies the repository's manifest into `dir`, with `edit` applied to its JSON.
+fn manifest_copy(dir: &Path, edit: impl FnOnce(&mut serde_json::Value)) -> PathBuf {
+    let mut m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(manifest()).expect("manifest")).expect("json");
+    edit(&mut m);
+    let path = dir.join("manifest.json");
+    std::fs::write(&path, serde_json::to_vec(&m).expect("json")).expect("write");
+    path
+}
+
+fn platecam_models(manifest: PathBuf) -> RecognitionConfig {
+    let model = ModelConfig {
+        format: ModelFormat::Platecam,
+        path: manifest,
+        config: None,
+        score_threshold: None,
+    };
+    RecognitionConfig {
+        detector: Some(model.clone()),
+        ocr: Some(model),
+        plate_formats: Vec::new(),
+    }
+}
+
+#[test]
+fn a_manifest_file_cannot_leave_its_folder() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
+    let inner = dir.path().join("m");
+    std::fs::create_dir_all(&inner).expect("mkdir");
+    // The real model beside the folder, so only the path rule can refuse it.
+    std::fs::copy(
+        models.join("detector.onnx"),
+        dir.path().join("detector.onnx"),
+    )
+    .expect("copy");
+    let absolute = models.join("detector.onnx").display().to_string();
+    for file in [
+        "../detector.onnx",
+        absolute.as_str(),
+        "",
+        "sub/../../detector.onnx",
+    ] {
+        let path = manifest_copy(&inner, |m| m["detector"]["file"] = file.into());
+        let err = Recognizer::from_config(Some(&platecam_models(path)))
+            .expect_err("a file outside the manifest's folder");
+        assert!(
+            matches!(err, RecognizeError::Manifest { .. }),
+            "{file}: {err}"
+        );
+        assert!(err.to_string().contains("detector.file"), "{file}: {err}");
+    }
+}
+
+/// The bytes hashed are the bytes loaded: a model that can be read only once (a FIFO) loads, and
+/// its reported hash is the manifest's. Reading the file twice (hash, then load) would block here.
+#[test]
+fn the_model_is_read_once_and_the_hash_is_of_those_bytes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
+    std::fs::copy(
+        models.join("detector.onnx"),
+        dir.path().join("detector.onnx"),
+    )
+    .expect("copy");
+    let fifo = dir.path().join("ocr.onnx");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).expect("mkfifo");
+    let bytes = std::fs::read(models.join("ocr.onnx")).expect("ocr.onnx");
+    let writer_path = fifo.clone();
+    std::thread::spawn(move || {
+        use std::io::Write;
+        let mut w = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&writer_path)
+            .expect("open fifo");
+        let _ = w.write_all(&bytes);
+    });
+    let path = manifest_copy(dir.path(), |_| {});
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx
+            .send(Recognizer::from_config(Some(&platecam_models(path))).map(|r| r.model_hashes()));
+    });
+    let loaded = rx
+        .recv_timeout(std::time::Duration::from_secs(60))
+        .expect("loading returns (a second read of the model file would wait for ever)");
+    let (_, ocr_hash) = loaded.expect("models load from a file read once");
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(manifest()).expect("manifest")).expect("json");
+    assert_eq!(Some(ocr_hash.as_str()), m["ocr"]["sha256"].as_str());
+}

@@ -5,7 +5,7 @@ use std::sync::Mutex;
 
 use image::RgbImage;
 
-use super::engine::{Input, InputType, OnnxModel, Output};
+use super::engine::{Input, InputType, ModelFile, OnnxModel, Output};
 use super::manifest::Manifest;
 use super::preprocess::{fill, Fit, Layout, Placement, Rect, Target};
 use super::{PlateBox, RecognizeError};
@@ -38,7 +38,7 @@ impl Detector {
         let d = &m.detector;
         let target = d.input.target();
         Detector::new(
-            &m.detector_path()?,
+            &m.detector_file(),
             target,
             Fit::Letterbox {
                 centred: false,
@@ -70,17 +70,23 @@ impl Detector {
         };
         // 0.4: fast-alpr's default confidence for this detector.
         let threshold = score_threshold.unwrap_or(0.4);
-        Detector::new(path, target, fit, Decoder::YoloEnd2end, threshold)
+        Detector::new(
+            &ModelFile::unchecked(path),
+            target,
+            fit,
+            Decoder::YoloEnd2end,
+            threshold,
+        )
     }
 
     fn new(
-        path: &Path,
+        file: &ModelFile,
         target: Target,
         fit: Fit,
         decoder: Decoder,
         score_threshold: f32,
     ) -> Result<Detector, RecognizeError> {
-        let model = OnnxModel::load(path, &target.shape(), InputType::F32)?;
+        let model = OnnxModel::load(file, &target.shape(), InputType::F32)?;
         Ok(Detector {
             model,
             target,

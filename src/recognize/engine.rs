@@ -52,22 +52,54 @@ impl std::fmt::Debug for OnnxModel {
     }
 }
 
-/// The hex sha256 of a file.
-pub fn file_sha256(path: &Path) -> Result<String, RecognizeError> {
-    let bytes = std::fs::read(path).map_err(|source| RecognizeError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    Ok(hex::encode(Sha256::digest(&bytes)))
+/// A model file to load and, for our own models, the sha256 its manifest gives.
+#[derive(Debug, Clone)]
+pub struct ModelFile {
+    pub path: PathBuf,
+    pub expected: Option<Expected>,
+}
+
+/// The sha256 a model file must have, and the manifest key that says so.
+#[derive(Debug, Clone)]
+pub struct Expected {
+    pub key: &'static str,
+    pub sha256: String,
+}
+
+impl ModelFile {
+    /// A file with no expected hash (community models: their hash is reported, not checked).
+    pub fn unchecked(path: &Path) -> ModelFile {
+        ModelFile {
+            path: path.to_path_buf(),
+            expected: None,
+        }
+    }
 }
 
 impl OnnxModel {
+    /// Reads the file once: the sha256 checked and reported is that of the very bytes tract
+    /// loads (a file replaced between a check and a second read cannot slip through).
     pub fn load(
-        path: &Path,
+        file: &ModelFile,
         input_shape: &[usize],
         input_type: InputType,
     ) -> Result<OnnxModel, RecognizeError> {
-        let sha256 = file_sha256(path)?;
+        let path = file.path.as_path();
+        let bytes = std::fs::read(path).map_err(|source| RecognizeError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let sha256 = hex::encode(Sha256::digest(&bytes));
+        if let Some(e) = &file.expected {
+            if !sha256.eq_ignore_ascii_case(&e.sha256) {
+                return Err(RecognizeError::Checksum {
+                    path: path.to_path_buf(),
+                    key: e.key.into(),
+                    expected: e.sha256.clone(),
+                    actual: sha256,
+                });
+            }
+        }
         let model_err = |e: TractError| RecognizeError::Model {
             path: path.to_path_buf(),
             reason: format!("{e:#}"),
@@ -80,7 +112,7 @@ impl OnnxModel {
         // real shapes; tract infers them itself, so ignoring it is safe for every model.
         let plan = tract_onnx::onnx()
             .with_ignore_value_info(true)
-            .model_for_path(path)
+            .model_for_read(&mut bytes.as_slice())
             .and_then(|m| m.with_input_fact(0, fact.into()))
             .and_then(|m| m.into_optimized())
             .and_then(|m| m.into_runnable())

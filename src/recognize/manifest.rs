@@ -1,10 +1,10 @@
 //! Descriptions of model files: our own `manifest.json`, and fast-plate-ocr's plate config YAML.
 
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 
 use serde::Deserialize;
 
-use super::engine::file_sha256;
+use super::engine::{Expected, ModelFile};
 use super::RecognizeError;
 
 /// `manifest.json` of the project's own models; file names are relative to its folder.
@@ -84,6 +84,26 @@ impl Manifest {
             key: key.into(),
             reason,
         };
+        // A manifest names files beside it: an absolute path or `..` would let one (from a
+        // package, a download) point the daemon at any file on the unit.
+        for (key, file) in [
+            ("detector.file", &m.detector.file),
+            ("ocr.file", &m.ocr.file),
+        ] {
+            let inside = file.components().next().is_some()
+                && file
+                    .components()
+                    .all(|c| matches!(c, Component::Normal(_) | Component::CurDir));
+            if !inside {
+                return Err(bad(
+                    key,
+                    format!(
+                        "{} must be a path inside the manifest's folder (relative, without `..`)",
+                        file.display()
+                    ),
+                ));
+            }
+        }
         for (key, input) in [
             ("detector.input", m.detector.input),
             ("ocr.input", m.ocr.input),
@@ -111,32 +131,28 @@ impl Manifest {
         Ok(m)
     }
 
-    /// The detector file, after checking its sha256 against the manifest.
-    pub fn detector_path(&self) -> Result<PathBuf, RecognizeError> {
-        self.verified(
+    /// The detector file, with the sha256 it must have (checked when it is loaded).
+    pub fn detector_file(&self) -> ModelFile {
+        self.model_file(
             "detector.sha256",
             &self.detector.file,
             &self.detector.sha256,
         )
     }
 
-    /// The OCR file, after checking its sha256 against the manifest.
-    pub fn ocr_path(&self) -> Result<PathBuf, RecognizeError> {
-        self.verified("ocr.sha256", &self.ocr.file, &self.ocr.sha256)
+    /// The OCR file, with the sha256 it must have (checked when it is loaded).
+    pub fn ocr_file(&self) -> ModelFile {
+        self.model_file("ocr.sha256", &self.ocr.file, &self.ocr.sha256)
     }
 
-    fn verified(&self, key: &str, file: &Path, expected: &str) -> Result<PathBuf, RecognizeError> {
-        let path = self.dir.join(file);
-        let actual = file_sha256(&path)?;
-        if !actual.eq_ignore_ascii_case(expected) {
-            return Err(RecognizeError::Checksum {
-                path,
-                key: key.into(),
-                expected: expected.into(),
-                actual,
-            });
+    fn model_file(&self, key: &'static str, file: &Path, sha256: &str) -> ModelFile {
+        ModelFile {
+            path: self.dir.join(file),
+            expected: Some(Expected {
+                key,
+                sha256: sha256.to_string(),
+            }),
         }
-        Ok(path)
     }
 }
 

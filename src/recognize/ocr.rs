@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use image::RgbImage;
 
-use super::engine::{Input, InputType, OnnxModel};
+use super::engine::{Input, InputType, ModelFile, OnnxModel};
 use super::manifest::{Manifest, PlateConfig};
 use super::preprocess::{fill, Fit, Layout, Rect, Target};
 use super::{CharProb, PlateBox, PlateText, RecognizeError};
@@ -27,7 +27,7 @@ impl Ocr {
     pub fn platecam(m: &Manifest) -> Result<Ocr, RecognizeError> {
         let o = &m.ocr;
         let target = o.input.target();
-        let model = OnnxModel::load(&m.ocr_path()?, &target.shape(), InputType::F32)?;
+        let model = OnnxModel::load(&m.ocr_file(), &target.shape(), InputType::F32)?;
         Ok(Ocr {
             model,
             target,
@@ -58,7 +58,7 @@ impl Ocr {
         } else {
             Fit::Stretch
         };
-        let model = OnnxModel::load(path, &target.shape(), InputType::U8)?;
+        let model = OnnxModel::load(&ModelFile::unchecked(path), &target.shape(), InputType::U8)?;
         Ok(Ocr {
             model,
             target,
