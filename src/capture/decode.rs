@@ -3,9 +3,43 @@
 //!
 //! YUV uses BT.601 with limited ("TV") range, what UVC cameras and Y4M files deliver by default.
 
-use image::RgbImage;
+use std::io::{BufRead, Seek};
+
+use image::{DynamicImage, ImageDecoder, ImageReader, Limits, RgbImage};
 
 use super::CaptureError;
+
+/// Largest frame or photo decoded, in pixels: 4096x2304 holds 4K UHD and DCI 4K. As RGB that is
+/// 27 MiB; the service runs under `MemoryMax=300M` with the models and a queue of frames.
+pub const MAX_FRAME_PIXELS: u64 = 4096 * 2304;
+/// What an image decoder may allocate at once: one frame of `MAX_FRAME_PIXELS` as 8-bit RGBA, with
+/// slack (the image crate's default is 512 MiB).
+const MAX_DECODE_ALLOC: u64 = 48 * 1024 * 1024;
+
+/// Refuses a frame size over `MAX_FRAME_PIXELS` (or empty), before anything is allocated for it.
+pub fn check_frame_size(width: u32, height: u32) -> Result<(), String> {
+    let pixels = u64::from(width) * u64::from(height);
+    if pixels == 0 || pixels > MAX_FRAME_PIXELS {
+        return Err(format!(
+            "frame size {width}x{height} is empty or over the limit of {MAX_FRAME_PIXELS} pixels \
+             (4096x2304)"
+        ));
+    }
+    Ok(())
+}
+
+/// Decodes a photo or a JPEG frame within the limits: the size in its header is checked before
+/// the pixels are decoded, and the decoder's allocations are capped.
+pub fn decode_bounded<R: BufRead + Seek>(mut reader: ImageReader<R>) -> Result<RgbImage, String> {
+    let mut limits = Limits::default();
+    limits.max_alloc = Some(MAX_DECODE_ALLOC);
+    reader.limits(limits);
+    let decoder = reader.into_decoder().map_err(|e| e.to_string())?;
+    let (w, h) = decoder.dimensions();
+    check_frame_size(w, h)?;
+    let img = DynamicImage::from_decoder(decoder).map_err(|e| e.to_string())?;
+    Ok(img.to_rgb8())
+}
 
 /// Fixed-point BT.601 limited-range YUV -> RGB (coefficients scaled by 1024).
 #[inline]
@@ -108,14 +142,8 @@ fn into_image(
 /// One MJPEG frame (a JPEG, possibly without Huffman tables) to RGB.
 pub fn mjpeg_to_rgb(buf: &[u8]) -> Result<RgbImage, CaptureError> {
     let jpeg = with_huffman_tables(buf)?;
-    let img =
-        image::load_from_memory_with_format(&jpeg, image::ImageFormat::Jpeg).map_err(|e| {
-            CaptureError::Decode {
-                format: "MJPEG",
-                reason: e.to_string(),
-            }
-        })?;
-    Ok(img.to_rgb8())
+    let reader = ImageReader::with_format(std::io::Cursor::new(&jpeg), image::ImageFormat::Jpeg);
+    decode_bounded(reader).map_err(mjpeg_err)
 }
 
 const SOI: u8 = 0xD8;

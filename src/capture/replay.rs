@@ -9,9 +9,9 @@ use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
-use image::RgbImage;
+use image::{ImageReader, RgbImage};
 
-use super::decode::yuv_to_rgb;
+use super::decode::{check_frame_size, decode_bounded, yuv_to_rgb};
 use super::{CaptureError, Frame, FrameSource};
 use crate::config::CameraConfig;
 
@@ -219,10 +219,13 @@ impl Photos {
             }
             let path = &self.files[self.next];
             self.next += 1;
-            match image::open(path) {
+            match ImageReader::open(path)
+                .map_err(|e| e.to_string())
+                .and_then(decode_bounded)
+            {
                 Ok(img) => {
                     self.any_ok = true;
-                    self.current = Some(img.to_rgb8());
+                    self.current = Some(img);
                     self.hold_left = self.hold;
                     self.gap_left = self.gap;
                 }
@@ -337,9 +340,8 @@ impl Y4m {
                 _ => {}
             }
         }
-        if width == 0 || height == 0 || width > 16384 || height > 16384 {
-            return Err(bad(format!("bad frame size {width}x{height}")));
-        }
+        // The frame buffer is sized from the header: bound it before reading a frame.
+        check_frame_size(width, height).map_err(bad)?;
         let data_start = header.len() as u64 + 1;
         Ok(Y4m {
             path: path.to_path_buf(),
@@ -525,6 +527,64 @@ mod tests {
             text.contains("WARN") && text.contains("b.jpg"),
             "logs: {text}"
         );
+    }
+
+    /// A small JPEG whose header claims `w`x`h` (the pixels are never there).
+    fn jpeg_claiming(w: u16, h: u16) -> Vec<u8> {
+        let mut jpeg = Vec::new();
+        image::codecs::jpeg::JpegEncoder::new(&mut jpeg)
+            .encode_image(&RgbImage::from_pixel(8, 8, image::Rgb([9, 9, 9])))
+            .expect("encode");
+        let sof = jpeg
+            .windows(2)
+            .position(|m| m == [0xFF, 0xC0])
+            .expect("SOF0");
+        jpeg[sof + 5..sof + 7].copy_from_slice(&h.to_be_bytes());
+        jpeg[sof + 7..sof + 9].copy_from_slice(&w.to_be_bytes());
+        jpeg
+    }
+
+    #[test]
+    fn photos_and_y4m_frames_over_the_size_limit_are_refused_before_decoding() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // 30000x30000 would be 2.5 GiB as RGB: far over MemoryMax.
+        std::fs::write(dir.path().join("a-huge.jpg"), jpeg_claiming(30000, 30000)).expect("write");
+        RgbImage::from_pixel(4, 4, image::Rgb([1, 2, 3]))
+            .save(dir.path().join("b-ok.png"))
+            .expect("save");
+        let logs = LogBuf::default();
+        let writer = logs.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        let frames = tracing::subscriber::with_default(subscriber, || {
+            let mut src = ReplaySource::open(dir.path(), &cfg(dir.path(), 0, 1, 0)).expect("opens");
+            drain(&mut src)
+        });
+        assert_eq!(frames.len(), 1);
+        assert_eq!(frames[0].image.dimensions(), (4, 4));
+        let text = logs.text();
+        assert!(
+            text.contains("a-huge.jpg") && text.contains("30000x30000") && text.contains("limit"),
+            "logs: {text}"
+        );
+
+        let y4m = dir.path().join("big.y4m");
+        std::fs::write(&y4m, b"YUV4MPEG2 W8192 H8192 C420jpeg\nFRAME\n").expect("write");
+        let err = ReplaySource::open(&y4m, &cfg(&y4m, 0, 1, 1))
+            .err()
+            .expect("refused");
+        assert!(err.to_string().contains("8192x8192"), "{err}");
+        // A camera's MJPEG frame goes through the same limit.
+        let err = super::super::decode::mjpeg_to_rgb(&jpeg_claiming(30000, 30000))
+            .err()
+            .expect("refused");
+        assert!(err.to_string().contains("limit"), "{err}");
+        // The largest size allowed still opens.
+        let ok = dir.path().join("uhd.y4m");
+        std::fs::write(&ok, b"YUV4MPEG2 W4096 H2304 C420jpeg\n").expect("write");
+        assert!(ReplaySource::open(&ok, &cfg(&ok, 0, 1, 1)).is_ok());
     }
 
     #[test]
