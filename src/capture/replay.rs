@@ -577,9 +577,8 @@ mod tests {
             .expect("refused");
         assert!(err.to_string().contains("8192x8192"), "{err}");
         // A camera's MJPEG frame goes through the same limit.
-        let err = super::super::decode::mjpeg_to_rgb(&jpeg_claiming(30000, 30000))
-            .err()
-            .expect("refused");
+        let err =
+            super::super::decode::mjpeg_to_rgb(&jpeg_claiming(30000, 30000)).expect_err("refused");
         assert!(err.to_string().contains("limit"), "{err}");
         // The largest size allowed still opens.
         let ok = dir.path().join("uhd.y4m");
