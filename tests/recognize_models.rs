@@ -285,3 +285,172 @@ fn the_model_is_read_once_and_the_hash_is_of_those_bytes() {
         serde_json::from_slice(&std::fs::read(manifest()).expect("manifest")).expect("json");
     assert_eq!(Some(ocr_hash.as_str()), m["ocr"]["sha256"].as_str());
 }
+
+/// Tiny ONNX graphs in the community formats, built here so that their loading and decoding is
+/// tested without `../shared`: each returns a fixed answer, made to depend on the input (plus 0 x
+/// its mean) so the input is fed through and its declared shape and type must match ours.
+mod tiny_onnx {
+    use prost::Message;
+    use tract_onnx::pb::{
+        attribute_proto::AttributeType, tensor_proto::DataType, tensor_shape_proto, type_proto,
+        AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto,
+        TensorShapeProto, TypeProto, ValueInfoProto,
+    };
+
+    fn value(name: &str, elem: DataType, dims: &[i64]) -> ValueInfoProto {
+        let dim = dims
+            .iter()
+            .map(|&d| tensor_shape_proto::Dimension {
+                value: Some(tensor_shape_proto::dimension::Value::DimValue(d)),
+                ..Default::default()
+            })
+            .collect();
+        ValueInfoProto {
+            name: name.into(),
+            r#type: Some(TypeProto {
+                value: Some(type_proto::Value::TensorType(type_proto::Tensor {
+                    elem_type: elem as i32,
+                    shape: Some(TensorShapeProto { dim }),
+                })),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn node(op: &str, inputs: &[&str], output: &str, attribute: Vec<AttributeProto>) -> NodeProto {
+        NodeProto {
+            op_type: op.into(),
+            name: output.into(),
+            input: inputs.iter().map(|s| s.to_string()).collect(),
+            output: vec![output.into()],
+            attribute,
+            ..Default::default()
+        }
+    }
+
+    fn int_attr(name: &str, i: i64) -> AttributeProto {
+        AttributeProto {
+            name: name.into(),
+            r#type: AttributeType::Int as i32,
+            i,
+            ..Default::default()
+        }
+    }
+
+    /// A model with input `x` (`elem`, `in_dims`) whose output `out` is always `answer`.
+    pub fn constant(elem: DataType, in_dims: &[i64], out_dims: &[i64], answer: &[f32]) -> Vec<u8> {
+        let tensor = |name: &str, dims: &[i64], data: &[f32]| TensorProto {
+            name: name.into(),
+            dims: dims.to_vec(),
+            data_type: DataType::Float as i32,
+            float_data: data.to_vec(),
+            ..Default::default()
+        };
+        let graph = GraphProto {
+            name: "tiny".into(),
+            node: vec![
+                node(
+                    "Cast",
+                    &["x"],
+                    "xf",
+                    vec![int_attr("to", DataType::Float as i64)],
+                ),
+                node("ReduceMean", &["xf"], "mean", vec![int_attr("keepdims", 0)]),
+                node("Mul", &["mean", "zero"], "nothing", vec![]),
+                node("Add", &["answer", "nothing"], "out", vec![]),
+            ],
+            initializer: vec![
+                tensor("answer", out_dims, answer),
+                tensor("zero", &[], &[0.0]),
+            ],
+            input: vec![value("x", elem, in_dims)],
+            output: vec![value("out", DataType::Float, out_dims)],
+            ..Default::default()
+        };
+        ModelProto {
+            ir_version: 8,
+            opset_import: vec![OperatorSetIdProto {
+                domain: String::new(),
+                version: 13,
+            }],
+            producer_name: "platecam tests".into(),
+            graph: Some(graph),
+            ..Default::default()
+        }
+        .encode_to_vec()
+    }
+}
+
+/// yolo-end2end and fast-plate-ocr models load, get our input layout (416x416 NCHW f32, and the
+/// plate config's size as NHWC u8), and their outputs are decoded: boxes back to frame pixels
+/// through the centred letterbox, slots to text.
+#[test]
+fn community_formats_load_and_decode_on_tiny_models() {
+    use tract_onnx::pb::tensor_proto::DataType;
+    let dir = tempfile::tempdir().expect("tempdir");
+    // One plate at (100, 150)-(200, 175) in the 416x416 input, score 0.9; a second under the
+    // default threshold (0.4).
+    let rows = [
+        0.0, 100.0, 150.0, 200.0, 175.0, 0.0, 0.9, //
+        0.0, 10.0, 10.0, 50.0, 20.0, 0.0, 0.2,
+    ];
+    let det = dir.path().join("yolo-end2end.onnx");
+    let det_bytes = tiny_onnx::constant(DataType::Float, &[1, 3, 416, 416], &[2, 7], &rows);
+    std::fs::write(&det, &det_bytes).expect("write");
+
+    let alphabet = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ_";
+    let symbols: Vec<char> = alphabet.chars().collect();
+    let mut probs = Vec::new();
+    for c in "AB123CD__".chars() {
+        probs.extend(
+            symbols
+                .iter()
+                .map(|&s| if s == c { 0.9 } else { 0.1 / 36.0 }),
+        );
+    }
+    let ocr = dir.path().join("ocr.onnx");
+    std::fs::write(
+        &ocr,
+        tiny_onnx::constant(DataType::Uint8, &[1, 64, 128, 3], &[1, 9, 37], &probs),
+    )
+    .expect("write");
+    let yaml = dir.path().join("ocr_plate_config.yaml");
+    std::fs::write(
+        &yaml,
+        format!(
+            "max_plate_slots: 9\nalphabet: '{alphabet}'\npad_char: '_'\nimg_height: 64\n\
+             img_width: 128\nimage_color_mode: rgb\n"
+        ),
+    )
+    .expect("write");
+    let cfg = RecognitionConfig {
+        detector: Some(ModelConfig {
+            format: ModelFormat::YoloEnd2end,
+            path: det,
+            config: None,
+            score_threshold: None,
+        }),
+        ocr: Some(ModelConfig {
+            format: ModelFormat::FastPlateOcr,
+            path: ocr,
+            config: Some(yaml),
+            score_threshold: None,
+        }),
+        plate_formats: Vec::new(),
+    };
+    let rec = Recognizer::from_config(Some(&cfg)).expect("tiny community models load");
+    let (det_hash, _) = rec.model_hashes();
+    use sha2::Digest;
+    assert_eq!(det_hash, hex::encode(sha2::Sha256::digest(&det_bytes)));
+    // An 832x832 frame: the letterbox halves it, with no padding.
+    let frame = image::RgbImage::from_pixel(832, 832, image::Rgb([120, 120, 120]));
+    let (dets, _) = rec.recognize(&frame).expect("recognize");
+    assert_eq!(dets.len(), 1, "{dets:?}");
+    let b = dets[0].bbox;
+    for (got, want) in [(b.x, 200.0), (b.y, 300.0), (b.w, 200.0), (b.h, 50.0)] {
+        assert!((got - want).abs() <= 1.0, "{b:?}");
+    }
+    assert_eq!(dets[0].text.text, "AB123CD");
+    assert!((dets[0].text.confidence - 0.9).abs() < 1e-3);
+}
