@@ -201,6 +201,10 @@ async fn kill_9_twenty_times_loses_no_accepted_read() {
     let state = tmp.path().join("state");
     let looping = RunConfig {
         repeat: true,
+        // One frame per photo and one empty frame: a pass ends (after the default max_gap) every
+        // other frame once the first has, so reads are accepted between kills; the 6 photos
+        // loop in 1.2 s on the timeline, longer than max_gap, so each loop gives new passes.
+        camera: "hold_frames = 1\ngap_frames = 1",
         ..RunConfig::new(&state, &dir, broker.port)
     }
     .write();

@@ -30,6 +30,8 @@ pub struct RunConfig<'a> {
     pub replay: &'a Path,
     /// A camera source URI other than `replay://<replay>`.
     pub source: Option<String>,
+    /// Extra `[[camera]]` keys.
+    pub camera: &'a str,
     pub port: u16,
     pub repeat: bool,
     pub drain_timeout: &'a str,
@@ -46,6 +48,7 @@ impl<'a> RunConfig<'a> {
             state,
             replay,
             source: None,
+            camera: "",
             port,
             repeat: false,
             drain_timeout: "10s",
@@ -64,6 +67,7 @@ id = "test-{port}"
 name = "lane1"
 source = "{source}"
 loop = {repeat}
+{camera}
 # The replay timing (fps, hold_frames, gap_frames) and [tracking] are left at their defaults on
 # purpose: the tests must pass with what a unit runs.
 
@@ -86,6 +90,7 @@ dir = "{state}"
                 .clone()
                 .unwrap_or_else(|| format!("replay://{}", self.replay.display())),
             repeat = self.repeat,
+            camera = self.camera,
             drain = self.drain_timeout,
             state = self.state.display(),
             storage = self.storage,
