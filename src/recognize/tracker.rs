@@ -556,6 +556,35 @@ mod tests {
     }
 
     #[test]
+    fn a_wall_clock_jump_neither_ends_nor_stretches_a_pass() {
+        // NTP sets a clock that booted in 1970: years forward between two frames 100 ms apart.
+        let mut t = tracker();
+        let set = SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_000_000);
+        let frames = [
+            at(0),
+            at(100),
+            FrameInfo {
+                captured_at: set,
+                ..at(200)
+            },
+        ];
+        for f in frames {
+            assert!(t
+                .push(f, vec![det("AB123CD", 0.9, 500.0, 100.0)])
+                .is_empty());
+        }
+        // ... and back again: the monotonic gap (200 ms) is what counts, not the wall's.
+        let back = FrameInfo {
+            captured_at: wall(0),
+            ..at(300)
+        };
+        assert!(t.push(back, vec![]).is_empty());
+        let reads = t.flush();
+        assert_eq!(reads.len(), 1);
+        assert_eq!(reads[0].frames_seen, 3);
+    }
+
+    #[test]
     fn two_plates_in_the_same_frames_give_two_reads() {
         let mut t = tracker();
         for i in 0..4u64 {
