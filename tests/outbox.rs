@@ -153,3 +153,269 @@ fn an_empty_crop_is_stored_as_no_crop() -> anyhow::Result<()> {
     assert!(outbox.pending(None, 1)?[0].crop.is_none());
     Ok(())
 }
+
+/// A config for the `platecam` binary whose storage is `state`.
+fn cli_config(tmp: &Path, state: &Path) -> std::path::PathBuf {
+    let replay = tmp.join("replay");
+    std::fs::create_dir_all(&replay).expect("replay dir");
+    let path = tmp.join("platecam.toml");
+    let toml = format!(
+        "[device]\nid = \"outbox-test\"\n\n[[camera]]\nname = \"lane1\"\nsource = \"replay://{}\"\n\n\
+         [mqtt]\nurl = \"mqtt://127.0.0.1:1\"\n\n[storage]\ndir = \"{}\"\n",
+        replay.display(),
+        state.display()
+    );
+    std::fs::write(&path, toml).expect("write config");
+    path
+}
+
+fn moved_aside(state: &Path) -> Vec<String> {
+    std::fs::read_dir(state)
+        .expect("state dir")
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().map(str::to_string))
+        .filter(|n| n.starts_with("outbox."))
+        .collect()
+}
+
+#[test]
+fn outbox_stats_on_a_live_outbox_says_the_daemon_is_running() -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let state = tmp.path().join("state");
+    let cfg = storage(&state, ByteSize::mib(64), EvictionPolicy::OldestFirst);
+    // This process plays the running daemon: it holds the outbox open (sled's lock).
+    let (outbox, _) = Outbox::open(&cfg)?;
+    outbox.append(read("LIVE1"), vec![1; 100])?;
+    let config = cli_config(tmp.path(), &state);
+    for action in ["stats", "list"] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_platecam"))
+            .args(["outbox", action, "--config"])
+            .arg(&config)
+            .output()?;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{action} exits non-zero: {stderr}");
+        assert!(
+            stderr.contains("the daemon is running"),
+            "{action} says why: {stderr}"
+        );
+        assert_eq!(moved_aside(&state), Vec::<String>::new(), "nothing moved aside");
+    }
+    // The daemon's outbox is untouched and still works.
+    assert_eq!(outbox.append(read("LIVE2"), vec![2; 100])?.seq, 1);
+    assert_eq!(outbox.pending(None, 10)?.len(), 2);
+    Ok(())
+}
+
+#[test]
+fn the_disk_reserve_does_not_wipe_the_backlog() -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let free = platecam::outbox::disk_free(tmp.path()).expect("disk_free of the temp dir");
+    let mut cfg = storage(tmp.path(), ByteSize::mib(64), EvictionPolicy::OldestFirst);
+    // The reserve is already breached: evicting cannot give the disk anything back (sled keeps
+    // its files), it only makes room inside them. The backlog lives in what sled already holds;
+    // it is not wiped for each new read.
+    cfg.min_free_bytes = ByteSize::b(free + (1 << 30));
+    let (outbox, _) = Outbox::open(&cfg)?;
+    for i in 0..20 {
+        outbox.append(read(&format!("RES{i}")), vec![3; 1000])?;
+    }
+    let s = outbox.stats();
+    assert!(s.count >= 5, "the backlog is kept: {s:?}");
+    assert_eq!(s.count + s.evictions, 20, "{s:?}");
+    assert!(
+        s.payload_bytes <= s.bytes_on_disk,
+        "it fits in sled's files: {s:?}"
+    );
+    Ok(())
+}
+
+#[test]
+fn counts_stay_right_across_append_remove_evict_reopen() -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let cfg = storage(tmp.path(), ByteSize::mib(1), EvictionPolicy::CropsFirst);
+    let expect = |outbox: &Outbox| -> anyhow::Result<()> {
+        let all = outbox.pending(None, usize::MAX)?;
+        let s = outbox.stats();
+        assert_eq!(s.count, all.len() as u64, "{s:?}");
+        assert_eq!(
+            s.oldest_stored_at,
+            all.first().map(|r| r.stored_at),
+            "{s:?}"
+        );
+        Ok(())
+    };
+    let (bytes, evictions) = {
+        let (outbox, _) = Outbox::open(&cfg)?;
+        for i in 0..80 {
+            outbox.append(read(&format!("CNT{i}")), vec![5; 10_000])?;
+            if i % 3 == 0 {
+                outbox.remove(i)?;
+            }
+        }
+        expect(&outbox)?;
+        let s = outbox.stats();
+        assert!(s.evictions > 0, "the quota was reached: {s:?}");
+        assert!(s.payload_bytes * 3 <= ByteSize::mib(1).as_u64(), "{s:?}");
+        (s.payload_bytes, s.evictions)
+    };
+    let (outbox, _) = Outbox::open(&cfg)?;
+    expect(&outbox)?;
+    let s = outbox.stats();
+    assert_eq!((s.payload_bytes, s.evictions), (bytes, evictions));
+    Ok(())
+}
+
+#[test]
+fn eviction_and_delivery_do_not_race() -> anyhow::Result<()> {
+    use std::collections::HashSet;
+    use std::sync::{Arc, Mutex};
+    let tmp = tempfile::tempdir()?;
+    // A small quota: every append evicts (crops first, then reads) while a drainer delivers.
+    let cfg = storage(tmp.path(), ByteSize::kib(300), EvictionPolicy::CropsFirst);
+    let (outbox, _) = Outbox::open(&cfg)?;
+    let outbox = Arc::new(outbox);
+    let delivered = Arc::new(Mutex::new(HashSet::new()));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let drainers: Vec<_> = (0..2)
+        .map(|_| {
+            let (outbox, delivered, stop) = (outbox.clone(), delivered.clone(), stop.clone());
+            std::thread::spawn(move || -> anyhow::Result<()> {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    for r in outbox.pending(None, 8)? {
+                        if outbox.remove(r.seq)? {
+                            assert!(delivered.lock().expect("lock").insert(r.seq));
+                        }
+                    }
+                }
+                Ok(())
+            })
+        })
+        .collect();
+    const READS: u64 = 400;
+    for i in 0..READS {
+        outbox.append(read(&format!("RACE{i}")), vec![9; 8_000])?;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for d in drainers {
+        d.join().expect("drainer")?;
+    }
+    let delivered = delivered.lock().expect("lock");
+    let left = outbox.pending(None, usize::MAX)?;
+    let s = outbox.stats();
+    for r in &left {
+        assert!(
+            !delivered.contains(&r.seq),
+            "seq {} came back after its removal",
+            r.seq
+        );
+    }
+    assert_eq!(s.count, left.len() as u64, "{s:?}");
+    let stored: u64 = left
+        .iter()
+        .map(|r| platecam::outbox::Record {
+            message: r.message.clone(),
+            crop: r.crop.clone(),
+            stored_at: r.stored_at,
+        })
+        .map(|r| r.encode().expect("encode").len() as u64)
+        .sum();
+    assert_eq!(s.payload_bytes, stored, "payload bytes match the records");
+    let evicted_reads = READS - delivered.len() as u64 - left.len() as u64;
+    assert!(
+        evicted_reads <= s.evictions,
+        "every read gone undelivered was counted as evicted: {evicted_reads} > {s:?}"
+    );
+    Ok(())
+}
+
+/// A 4 MiB tmpfs mounted for one test (needs root), unmounted on drop.
+struct SmallDisk {
+    dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    fn mount() -> SmallDisk {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=4m", "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .expect("run mount");
+        assert!(
+            status.success(),
+            "this test needs a 4 MiB tmpfs: `mount -t tmpfs` failed (run the tests as root)"
+        );
+        SmallDisk { dir }
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+/// Writes a file until the disk is full.
+fn fill(path: &Path) {
+    use std::io::Write;
+    let mut f = std::fs::File::create(path).expect("filler");
+    let block = vec![0u8; 64 * 1024];
+    while f.write_all(&block).is_ok() {}
+    let _ = f.write_all(&[0u8; 512]);
+    let _ = f.sync_all();
+}
+
+#[test]
+fn a_full_disk_loses_only_the_reads_while_it_is_full() -> anyhow::Result<()> {
+    let disk = SmallDisk::mount();
+    let state = disk.dir.path().join("state");
+    let cfg = storage(&state, ByteSize::mib(64), EvictionPolicy::OldestFirst);
+    let (outbox, _) = Outbox::open(&cfg)?;
+    let mut accepted = Vec::new();
+    for i in 0..5 {
+        accepted.push(outbox.append(read(&format!("FULL{i}")), vec![4; 20_000])?.message.id);
+    }
+    let filler = disk.dir.path().join("filler");
+    fill(&filler);
+    let mut refused = 0;
+    for i in 0..30 {
+        match outbox.append(read(&format!("NOSPC{i}")), vec![4; 20_000]) {
+            Ok(stored) => accepted.push(stored.message.id),
+            Err(_) => refused += 1,
+        }
+    }
+    assert!(refused > 0, "the full disk refused some reads");
+    std::fs::remove_file(&filler)?;
+    // Space is back: appends work again without a restart.
+    for i in 0..5 {
+        let stored = outbox
+            .append(read(&format!("BACK{i}")), vec![4; 20_000])
+            .map_err(|e| anyhow::anyhow!("append after the disk has room again: {e}"))?;
+        accepted.push(stored.message.id);
+    }
+    let check = |outbox: &Outbox| -> anyhow::Result<()> {
+        let ids: Vec<String> = outbox
+            .pending(None, usize::MAX)?
+            .into_iter()
+            .map(|r| r.message.id)
+            .collect();
+        // Every accepted read is there once, and none that was refused (no second copy), but for
+        // the oldest the policy evicted (counted) to reuse sled's space while the disk was full.
+        let s = outbox.stats();
+        assert!(s.evictions < 5, "the backlog was not wiped: {s:?}");
+        assert_eq!(
+            ids,
+            accepted[s.evictions as usize..],
+            "stored reads are the accepted ones: {s:?}"
+        );
+        assert_eq!(s.count, ids.len() as u64);
+        Ok(())
+    };
+    check(&outbox)?;
+    drop(outbox);
+    let (outbox, outcome) = Outbox::open(&cfg)?;
+    assert_eq!(outcome, OpenOutcome::Opened);
+    check(&outbox)
+}

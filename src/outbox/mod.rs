@@ -536,8 +536,9 @@ impl Outbox {
     }
 
     /// Payload in use and what it may grow to. The disk budget is what sled's files already hold
-    /// plus the free space above the reserve: evicting frees room inside sled's files (which it
-    /// reuses), never on the disk.
+    /// (evicting frees room inside them, which sled reuses; it never gives space back to the
+    /// disk) plus the free space above the reserve, of which new records take about
+    /// `SPACE_AMPLIFICATION` times their size.
     fn room(&self) -> Result<Room, OutboxError> {
         let h = self.handles()?;
         let used = counter(&h.meta, PAYLOAD);
@@ -547,7 +548,7 @@ impl Outbox {
             Some(free) => {
                 let on_disk = h.db.size_on_disk().unwrap_or(0);
                 let above_reserve = free.saturating_sub(self.quota.min_free_bytes.as_u64());
-                (on_disk + above_reserve) / SPACE_AMPLIFICATION
+                on_disk + above_reserve / SPACE_AMPLIFICATION
             }
             None => u64::MAX,
         };
