@@ -276,12 +276,16 @@ fn eviction_and_delivery_do_not_race() -> anyhow::Result<()> {
     let outbox = Arc::new(outbox);
     let delivered = Arc::new(Mutex::new(HashSet::new()));
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // Like the publisher: a window of the oldest reads in flight, removed on their "PUBACK" a
+    // moment later, while the appender evicts from the same end.
     let drainers: Vec<_> = (0..2)
         .map(|_| {
             let (outbox, delivered, stop) = (outbox.clone(), delivered.clone(), stop.clone());
             std::thread::spawn(move || -> anyhow::Result<()> {
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    for r in outbox.pending(None, 8)? {
+                    let window = outbox.pending(None, 4)?;
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                    for r in window {
                         if outbox.remove(r.seq)? {
                             assert!(delivered.lock().expect("lock").insert(r.seq));
                         }
@@ -291,7 +295,7 @@ fn eviction_and_delivery_do_not_race() -> anyhow::Result<()> {
             })
         })
         .collect();
-    const READS: u64 = 400;
+    const READS: u64 = 1000;
     for i in 0..READS {
         outbox.append(read(&format!("RACE{i}")), vec![9; 8_000])?;
     }
@@ -309,6 +313,7 @@ fn eviction_and_delivery_do_not_race() -> anyhow::Result<()> {
             r.seq
         );
     }
+    assert!(s.evictions > 0, "eviction ran while delivering: {s:?}");
     assert_eq!(s.count, left.len() as u64, "{s:?}");
     let stored: u64 = left
         .iter()
@@ -418,4 +423,109 @@ fn a_full_disk_loses_only_the_reads_while_it_is_full() -> anyhow::Result<()> {
     let (outbox, outcome) = Outbox::open(&cfg)?;
     assert_eq!(outcome, OpenOutcome::Opened);
     check(&outbox)
+}
+
+/// Overwrites record `seq` of a closed outbox with bytes that do not decode.
+fn damage_record(state: &Path, seq: u64) {
+    let db = sled::open(state.join("outbox")).expect("open sled");
+    let reads = db.open_tree("reads").expect("reads tree");
+    reads
+        .insert(seq.to_be_bytes(), &b"\x01\x00garbage"[..])
+        .expect("insert");
+    db.flush().expect("flush");
+}
+
+#[test]
+fn a_record_that_does_not_decode_is_quarantined() -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let cfg = storage(tmp.path(), ByteSize::mib(64), EvictionPolicy::OldestFirst);
+    {
+        let (outbox, _) = Outbox::open(&cfg)?;
+        for i in 0..3 {
+            outbox.append(read(&format!("Q{i}")), vec![1; 100])?;
+        }
+    }
+    damage_record(tmp.path(), 1);
+    let (outbox, outcome) = Outbox::open(&cfg)?;
+    assert_eq!(outcome, OpenOutcome::Opened, "one bad record is not a bad database");
+    let seqs: Vec<u64> = outbox.pending(None, 10)?.iter().map(|r| r.seq).collect();
+    assert_eq!(seqs, vec![0, 2], "delivery goes on around the bad record");
+    let s = outbox.stats();
+    assert_eq!((s.count, s.quarantined), (2, 1), "{s:?}");
+    Ok(())
+}
+
+#[test]
+fn an_open_that_never_returned_moves_the_database_aside() -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let cfg = storage(tmp.path(), ByteSize::mib(64), EvictionPolicy::OldestFirst);
+    drop(Outbox::open(&cfg)?);
+    // What a start aborted inside sled's open (panic = "abort") leaves behind.
+    std::fs::write(tmp.path().join("outbox/PLATECAM_OPENING"), b"")?;
+    let (outbox, outcome) = Outbox::open(&cfg)?;
+    assert!(
+        matches!(outcome, OpenOutcome::MovedAside { .. }),
+        "{outcome:?}"
+    );
+    assert_eq!(outbox.append(read("AFTER1"), vec![1])?.seq, 0);
+    Ok(())
+}
+
+#[test]
+fn a_moved_aside_outbox_is_recovered_under_new_seqs() -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let cfg = storage(tmp.path(), ByteSize::mib(64), EvictionPolicy::OldestFirst);
+    let mut old_ids = Vec::new();
+    {
+        let (outbox, _) = Outbox::open(&cfg)?;
+        for i in 0..4 {
+            old_ids.push(outbox.append(read(&format!("OLD{i}")), vec![i as u8; 50])?.message.id);
+        }
+    }
+    damage_record(tmp.path(), 2);
+    let aside = tmp.path().join("outbox.corrupt-1700000000");
+    std::fs::rename(tmp.path().join("outbox"), &aside)?;
+    let (outbox, _) = Outbox::open(&cfg)?;
+    for i in 0..3 {
+        outbox.append(read(&format!("NEW{i}")), vec![9; 50])?;
+    }
+    let report = outbox.recover(&aside)?;
+    assert_eq!(report.recovered, vec![3, 4, 5], "new seqs above the live ones");
+    assert_eq!(report.unreadable.len(), 1, "{report:?}");
+    assert_eq!(report.unreadable[0].0, Some(2));
+    assert!(!aside.exists() && report.renamed_to.as_ref().is_some_and(|p| p.exists()));
+    let back = outbox.pending(Some(2), 10)?;
+    let ids: Vec<_> = back.iter().map(|r| r.message.id.clone()).collect();
+    assert_eq!(ids, vec![old_ids[0].clone(), old_ids[1].clone(), old_ids[3].clone()]);
+    assert_eq!(back[0].crop.as_deref(), Some(&[0u8; 50][..]));
+    assert_eq!(outbox.stats().count, 6);
+    Ok(())
+}
+
+#[test]
+fn old_moved_aside_outboxes_are_pruned() -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    for secs in [1_000, 2_000, 3_000, 4_000, 5_000] {
+        let dir = tmp.path().join(format!("outbox.corrupt-{secs}"));
+        std::fs::create_dir_all(&dir)?;
+        std::fs::write(dir.join("db"), vec![0u8; 100_000])?;
+    }
+    // 1 MiB quota: 300 KB of moved-aside files leave ~240 KB of payload.
+    let cfg = storage(tmp.path(), ByteSize::mib(1), EvictionPolicy::OldestFirst);
+    let (outbox, _) = Outbox::open(&cfg)?;
+    let mut left = moved_aside(tmp.path());
+    left.sort();
+    assert_eq!(
+        left,
+        ["outbox.corrupt-3000", "outbox.corrupt-4000", "outbox.corrupt-5000"],
+        "the newest {} are kept",
+        platecam::outbox::KEEP_ASIDE
+    );
+    // Past the quota, moved-aside files go (oldest first) before any read is evicted.
+    for i in 0..30 {
+        outbox.append(read(&format!("PR{i}")), vec![0; 10_000])?;
+    }
+    assert!(moved_aside(tmp.path()).len() < 3);
+    assert_eq!(outbox.stats().evictions, 0, "{:?}", outbox.stats());
+    Ok(())
 }
