@@ -198,7 +198,11 @@ fn outbox_stats_on_a_live_outbox_says_the_daemon_is_running() -> anyhow::Result<
             stderr.contains("the daemon is running"),
             "{action} says why: {stderr}"
         );
-        assert_eq!(moved_aside(&state), Vec::<String>::new(), "nothing moved aside");
+        assert_eq!(
+            moved_aside(&state),
+            Vec::<String>::new(),
+            "nothing moved aside"
+        );
     }
     // The daemon's outbox is untouched and still works.
     assert_eq!(outbox.append(read("LIVE2"), vec![2; 100])?.seq, 1);
@@ -380,7 +384,12 @@ fn a_full_disk_loses_only_the_reads_while_it_is_full() -> anyhow::Result<()> {
     let (outbox, _) = Outbox::open(&cfg)?;
     let mut accepted = Vec::new();
     for i in 0..5 {
-        accepted.push(outbox.append(read(&format!("FULL{i}")), vec![4; 20_000])?.message.id);
+        accepted.push(
+            outbox
+                .append(read(&format!("FULL{i}")), vec![4; 20_000])?
+                .message
+                .id,
+        );
     }
     let filler = disk.dir.path().join("filler");
     fill(&filler);
@@ -447,7 +456,11 @@ fn a_record_that_does_not_decode_is_quarantined() -> anyhow::Result<()> {
     }
     damage_record(tmp.path(), 1);
     let (outbox, outcome) = Outbox::open(&cfg)?;
-    assert_eq!(outcome, OpenOutcome::Opened, "one bad record is not a bad database");
+    assert_eq!(
+        outcome,
+        OpenOutcome::Opened,
+        "one bad record is not a bad database"
+    );
     let seqs: Vec<u64> = outbox.pending(None, 10)?.iter().map(|r| r.seq).collect();
     assert_eq!(seqs, vec![0, 2], "delivery goes on around the bad record");
     let s = outbox.stats();
@@ -479,7 +492,12 @@ fn a_moved_aside_outbox_is_recovered_under_new_seqs() -> anyhow::Result<()> {
     {
         let (outbox, _) = Outbox::open(&cfg)?;
         for i in 0..4 {
-            old_ids.push(outbox.append(read(&format!("OLD{i}")), vec![i as u8; 50])?.message.id);
+            old_ids.push(
+                outbox
+                    .append(read(&format!("OLD{i}")), vec![i as u8; 50])?
+                    .message
+                    .id,
+            );
         }
     }
     damage_record(tmp.path(), 2);
@@ -490,13 +508,20 @@ fn a_moved_aside_outbox_is_recovered_under_new_seqs() -> anyhow::Result<()> {
         outbox.append(read(&format!("NEW{i}")), vec![9; 50])?;
     }
     let report = outbox.recover(&aside)?;
-    assert_eq!(report.recovered, vec![3, 4, 5], "new seqs above the live ones");
+    assert_eq!(
+        report.recovered,
+        vec![3, 4, 5],
+        "new seqs above the live ones"
+    );
     assert_eq!(report.unreadable.len(), 1, "{report:?}");
     assert_eq!(report.unreadable[0].0, Some(2));
     assert!(!aside.exists() && report.renamed_to.as_ref().is_some_and(|p| p.exists()));
     let back = outbox.pending(Some(2), 10)?;
     let ids: Vec<_> = back.iter().map(|r| r.message.id.clone()).collect();
-    assert_eq!(ids, vec![old_ids[0].clone(), old_ids[1].clone(), old_ids[3].clone()]);
+    assert_eq!(
+        ids,
+        vec![old_ids[0].clone(), old_ids[1].clone(), old_ids[3].clone()]
+    );
     assert_eq!(back[0].crop.as_deref(), Some(&[0u8; 50][..]));
     assert_eq!(outbox.stats().count, 6);
     Ok(())
@@ -517,7 +542,11 @@ fn old_moved_aside_outboxes_are_pruned() -> anyhow::Result<()> {
     left.sort();
     assert_eq!(
         left,
-        ["outbox.corrupt-3000", "outbox.corrupt-4000", "outbox.corrupt-5000"],
+        [
+            "outbox.corrupt-3000",
+            "outbox.corrupt-4000",
+            "outbox.corrupt-5000"
+        ],
         "the newest {} are kept",
         platecam::outbox::KEEP_ASIDE
     );

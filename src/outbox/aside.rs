@@ -56,8 +56,12 @@ pub(super) fn prune_oldest(parent: &Path) -> u64 {
 
 fn delete(path: &Path, bytes: u64, why: &str) {
     match std::fs::remove_dir_all(path) {
-        Ok(()) => tracing::warn!(dir = %path.display(), bytes, reason = why, "deleted a moved-aside outbox"),
-        Err(e) => tracing::error!(dir = %path.display(), error = %e, "cannot delete a moved-aside outbox"),
+        Ok(()) => {
+            tracing::warn!(dir = %path.display(), bytes, reason = why, "deleted a moved-aside outbox")
+        }
+        Err(e) => {
+            tracing::error!(dir = %path.display(), error = %e, "cannot delete a moved-aside outbox")
+        }
     }
 }
 

@@ -83,7 +83,9 @@ pub enum OutboxError {
     Unrecognised { dir: PathBuf, reason: String },
     #[error("outbox {dir}: sled panicked while opening the database")]
     OpenPanicked { dir: PathBuf },
-    #[error("outbox {dir}: the last open of this database never returned (sled aborted the process)")]
+    #[error(
+        "outbox {dir}: the last open of this database never returned (sled aborted the process)"
+    )]
     OpenAborted { dir: PathBuf },
     #[error(
         "outbox {dir} is in use by another process: the daemon is running (stop it first, e.g. \
@@ -543,7 +545,8 @@ impl Outbox {
         let h = self.handles()?;
         let used = counter(&h.meta, PAYLOAD);
         let aside = self.aside_bytes.load(Ordering::Relaxed);
-        let quota_budget = self.quota.max_bytes.as_u64().saturating_sub(aside) / SPACE_AMPLIFICATION;
+        let quota_budget =
+            self.quota.max_bytes.as_u64().saturating_sub(aside) / SPACE_AMPLIFICATION;
         let disk_budget = match disk_free(&self.dir) {
             Some(free) => {
                 let on_disk = h.db.size_on_disk().unwrap_or(0);
@@ -587,7 +590,10 @@ impl Outbox {
                     let seq = be_u64(&key);
                     // Reads before this one have no crop left: later scans start here.
                     self.crops_from.store(seq, Ordering::Relaxed);
-                    if value.get(1).is_some_and(|flags| flags & record::FLAG_CROP != 0) {
+                    if value
+                        .get(1)
+                        .is_some_and(|flags| flags & record::FLAG_CROP != 0)
+                    {
                         found = Some(seq);
                         break;
                     }
@@ -625,7 +631,9 @@ impl Outbox {
             }
             record.crop = None;
             record.message.crop = None;
-            let bytes = record.encode().map_err(ConflictableTransactionError::Abort)?;
+            let bytes = record
+                .encode()
+                .map_err(ConflictableTransactionError::Abort)?;
             add(meta, PAYLOAD, bytes.len() as i64 - value.len() as i64)?;
             reads.insert(&key, bytes)?;
             add(meta, EVICTIONS, 1)?;
@@ -801,12 +809,11 @@ fn open_handles(dir: &Path) -> Result<Handles, OutboxError> {
     };
     // sled has been seen to panic on some damaged files; that must not take the daemon down
     // (where panics unwind; see `OPENING` for the dist profile, where they abort).
-    let opened = std::panic::catch_unwind(|| {
-        sled::Config::new().path(dir).cache_capacity(8 << 20).open()
-    })
-    .map_err(|_| OutboxError::OpenPanicked {
-        dir: dir.to_path_buf(),
-    })?;
+    let opened =
+        std::panic::catch_unwind(|| sled::Config::new().path(dir).cache_capacity(8 << 20).open())
+            .map_err(|_| OutboxError::OpenPanicked {
+            dir: dir.to_path_buf(),
+        })?;
     let db = opened.map_err(db_err)?;
     let reads = db.open_tree("reads").map_err(db_err)?;
     let meta = db.open_tree("meta").map_err(db_err)?;
