@@ -197,7 +197,7 @@ impl Outbox {
                 let aside = aside::move_aside(&cfg.dir, &dir).map_err(io_err)?;
                 tracing::error!(
                     dir = %dir.display(), moved_to = %aside.display(), error = %first,
-                    "outbox database is unreadable: moved it aside and starting a fresh one"
+                    "outbox database is unreadable: moving it aside and starting a fresh one"
                 );
                 let outbox = Self::open_guarded(&dir, cfg)?;
                 let reason = first.to_string();
