@@ -395,6 +395,9 @@ impl Outbox {
         let start = after.map_or(0, |a| a.saturating_add(1));
         let end = self.synced.load(Ordering::Acquire);
         let mut out = Vec::new();
+        if start >= end {
+            return Ok(out);
+        }
         let mut bad = Vec::new();
         {
             let h = self.handles()?;
