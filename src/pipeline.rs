@@ -279,7 +279,7 @@ fn accept(stage: &Stage, read: &PlateRead) -> bool {
     let jpeg = match encode_jpeg(&read.crop) {
         Ok(jpeg) => jpeg,
         Err(e) => {
-            tracing::error!(plate = %read.plate, error = %e, "cannot encode the plate crop; storing the read without it");
+            tracing::error!(camera = %read.camera, error = %e, "cannot encode the plate crop; storing the read without it");
             Vec::new()
         }
     };
