@@ -63,6 +63,8 @@ const QUARANTINED: &[u8] = b"quarantined";
 
 /// Syncs tried for one record before its append fails (a reopen between tries).
 const SYNC_ATTEMPTS: u32 = 3;
+/// See `Outbox::sync`.
+const SYNC_MARGIN: Duration = Duration::from_secs(2);
 
 #[derive(Debug, thiserror::Error)]
 pub enum OutboxError {
@@ -178,6 +180,8 @@ pub struct Outbox {
     aside_bytes: AtomicU64,
     /// Serialises appends and eviction, so the quota check and the write see the same state.
     append_lock: Mutex<()>,
+    /// When the last sync started: files not modified since are not synced again.
+    last_sync: Mutex<Option<SystemTime>>,
 }
 
 impl Outbox {
@@ -251,6 +255,7 @@ impl Outbox {
             crops_from: AtomicU64::new(0),
             aside_bytes: AtomicU64::new(0),
             append_lock: Mutex::new(()),
+            last_sync: Mutex::new(None),
         };
         if writable {
             // Files written since the last start may not have been synced by the process that
@@ -663,11 +668,18 @@ impl Outbox {
     /// The durable commit point: sled's flush, then fdatasync of its files (the main file and
     /// the large values sled keeps in `blobs/`) and of the directories that name them.
     fn sync(&self) -> Result<(), OutboxError> {
+        let started = SystemTime::now();
         self.handles()?.db.flush().map_err(|e| self.db_err(e))?;
-        sync_dir_tree(&self.dir).map_err(|source| OutboxError::Io {
+        let mut last = self.last_sync.lock().unwrap_or_else(|e| e.into_inner());
+        // File times come from a coarse clock (and FAT keeps 2 s): a margin keeps a file written
+        // just around the last sync in this one.
+        let since = last.and_then(|t| t.checked_sub(SYNC_MARGIN));
+        sync_dir_tree(&self.dir, since).map_err(|source| OutboxError::Io {
             dir: self.dir.clone(),
             source,
-        })
+        })?;
+        *last = Some(started);
+        Ok(())
     }
 
     /// Drops sled's handles and opens the database again: the only way to clear an error sled
@@ -854,19 +866,28 @@ fn write_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     }
 }
 
-/// fdatasync of every file under `dir` (sled's `db`, `conf`, `blobs/*`) and fsync of the
-/// directories, so new files and their names survive a power cut.
-fn sync_dir_tree(dir: &Path) -> std::io::Result<()> {
+/// fdatasync of every file under `dir` (sled's `db`, `conf`, `blobs/*`, snapshots) and fsync of
+/// the directories, so new files and their names survive a power cut; with `since`, only those
+/// modified since then (what an earlier sync covered stays synced).
+fn sync_dir_tree(dir: &Path, since: Option<SystemTime>) -> std::io::Result<()> {
+    let changed = |meta: &std::fs::Metadata| match (since, meta.modified()) {
+        (Some(since), Ok(modified)) => modified >= since,
+        _ => true,
+    };
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
         let path = entry.path();
-        if entry.file_type()?.is_dir() {
-            sync_dir_tree(&path)?;
-        } else {
+        let meta = entry.metadata()?;
+        if meta.is_dir() {
+            sync_dir_tree(&path, since)?;
+        } else if changed(&meta) {
             File::open(&path)?.sync_data()?;
         }
     }
-    File::open(dir)?.sync_all()
+    if changed(&std::fs::metadata(dir)?) {
+        File::open(dir)?.sync_all()?;
+    }
+    Ok(())
 }
 
 /// A non-empty outbox directory must carry our marker, with a record format this build reads.
