@@ -399,6 +399,14 @@ fn a_full_disk_loses_only_the_reads_while_it_is_full() -> anyhow::Result<()> {
             Ok(stored) => accepted.push(stored.message.id),
             Err(_) => refused += 1,
         }
+        // A read whose sync failed is never handed out for publishing.
+        for r in outbox.pending(None, usize::MAX)? {
+            assert!(
+                accepted.contains(&r.message.id),
+                "unsynced seq {} handed out",
+                r.seq
+            );
+        }
     }
     assert!(refused > 0, "the full disk refused some reads");
     std::fs::remove_file(&filler)?;
