@@ -180,6 +180,8 @@ pub struct Outbox {
     aside_bytes: AtomicU64,
     /// Serialises appends and eviction, so the quota check and the write see the same state.
     append_lock: Mutex<()>,
+    /// Times the database was reopened (see `commit`).
+    generation: AtomicU64,
     /// When the last sync started: files not modified since are not synced again.
     last_sync: Mutex<Option<SystemTime>>,
 }
@@ -256,6 +258,7 @@ impl Outbox {
             aside_bytes: AtomicU64::new(0),
             append_lock: Mutex::new(()),
             last_sync: Mutex::new(None),
+            generation: AtomicU64::new(0),
         };
         if writable {
             // Files written since the last start may not have been synced by the process that
@@ -304,6 +307,7 @@ impl Outbox {
             .map_err(|reason| self.record_err(0, reason))?
             .len() as u64
             + 16;
+        let generation = self.generation.load(Ordering::Acquire);
         let seq = match self
             .make_room(estimate)
             .and_then(|()| self.insert(&rec, None))
@@ -319,7 +323,7 @@ impl Outbox {
             }
         };
         rec.message.seq = seq;
-        self.commit(seq, &rec)?;
+        self.commit(seq, &rec, generation)?;
         self.synced.fetch_max(seq + 1, Ordering::Release);
         Ok(StoredRead {
             seq,
@@ -357,27 +361,28 @@ impl Outbox {
     /// Makes record `seq` durable. A failed sync is retried for the same record (after a reopen,
     /// which may lose the unsynced insert: it is then written again under the same seq and id).
     /// When every try fails the record is taken out again, so a read reported lost is not
-    /// delivered later.
-    fn commit(&self, seq: u64, rec: &Record) -> Result<(), OutboxError> {
+    /// delivered later. `generation` is the reopen count seen before the insert: a reopen by any
+    /// caller since then may have dropped it too.
+    fn commit(&self, seq: u64, rec: &Record, mut generation: u64) -> Result<(), OutboxError> {
         let mut last = None;
         for attempt in 1..=SYNC_ATTEMPTS {
-            if attempt > 1 {
-                let again = self.reopen().and_then(|()| {
-                    let h = self.handles()?;
-                    let present = h.reads.contains_key(seq.to_be_bytes());
-                    drop(h);
-                    if !present.map_err(|e| self.db_err(e))? {
-                        self.insert(rec, Some(seq))?;
-                    }
-                    Ok(())
-                });
-                if let Err(e) = again {
+            if attempt > 1 && generation == self.generation.load(Ordering::Acquire) {
+                if let Err(e) = self.reopen() {
+                    last = Some(e);
+                    continue;
+                }
+            }
+            let now = self.generation.load(Ordering::Acquire);
+            if now != generation {
+                generation = now;
+                if let Err(e) = self.ensure_present(seq, rec) {
                     last = Some(e);
                     continue;
                 }
             }
             match self.sync() {
-                Ok(()) => return Ok(()),
+                Ok(()) if self.generation.load(Ordering::Acquire) == generation => return Ok(()),
+                Ok(()) => {} // Reopened meanwhile: check the record again.
                 Err(e) => {
                     tracing::warn!(seq, attempt, error = %e, "outbox sync failed");
                     last = Some(e);
@@ -387,12 +392,51 @@ impl Outbox {
         if let Err(e) = self.take(seq, Take::Failed) {
             tracing::warn!(seq, error = %e, "cannot take back a read whose sync failed");
         }
-        Err(last.unwrap_or_else(|| self.record_err(seq, "sync failed".into())))
+        Err(last.unwrap_or_else(|| self.record_err(seq, "sync did not complete".into())))
+    }
+
+    /// Writes record `seq` again (same seq, same id) if a reopen lost it.
+    fn ensure_present(&self, seq: u64, rec: &Record) -> Result<(), OutboxError> {
+        let present = self
+            .handles()?
+            .reads
+            .contains_key(seq.to_be_bytes())
+            .map_err(|e| self.db_err(e))?;
+        if !present {
+            self.insert(rec, Some(seq))?;
+        }
+        Ok(())
+    }
+
+    /// Runs `op`; after an I/O error (sled latches one until it is reopened, e.g. a full disk)
+    /// reopens the database and runs it once more.
+    fn recovering<T>(&self, op: impl Fn() -> Result<T, OutboxError>) -> Result<T, OutboxError> {
+        match op() {
+            Err(
+                e @ OutboxError::Db {
+                    source: sled::Error::Io(_),
+                    ..
+                },
+            ) => {
+                tracing::warn!(error = %e, "outbox I/O error: reopening it and retrying once");
+                self.reopen()?;
+                op()
+            }
+            other => other,
+        }
     }
 
     /// Stored, synced reads with `seq > after`, in seq order, at most `limit`. A record that does
     /// not decode is moved to quarantine (logged, counted) and skipped.
     pub fn pending(
+        &self,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<StoredRead>, OutboxError> {
+        self.recovering(|| self.pending_once(after, limit))
+    }
+
+    fn pending_once(
         &self,
         after: Option<u64>,
         limit: usize,
@@ -428,7 +472,7 @@ impl Outbox {
     pub fn remove(&self, seq: u64) -> Result<bool, OutboxError> {
         // Not synced here: a removal lost in a crash only means the read is sent again, and the
         // consumer de-duplicates on its id.
-        self.take(seq, Take::Delivered)
+        self.recovering(|| self.take(seq, Take::Delivered))
     }
 
     /// Takes record `seq` out, reading and writing it in one transaction. Returns whether it was
@@ -693,6 +737,7 @@ impl Outbox {
             match open_marked(&self.dir) {
                 Ok(h) => {
                     *slot = Some(h);
+                    self.generation.fetch_add(1, Ordering::AcqRel);
                     tracing::info!(dir = %self.dir.display(), "outbox reopened");
                     return Ok(());
                 }
