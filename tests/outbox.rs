@@ -395,10 +395,17 @@ fn a_full_disk_loses_only_the_reads_while_it_is_full() -> anyhow::Result<()> {
     fill(&filler);
     let mut refused = 0;
     for i in 0..30 {
+        let started = std::time::Instant::now();
         match outbox.append(read(&format!("NOSPC{i}")), vec![4; 20_000]) {
             Ok(stored) => accepted.push(stored.message.id),
             Err(_) => refused += 1,
         }
+        // The recognize thread waits for this: a refusal is quick, not seconds of retries.
+        let took = started.elapsed();
+        assert!(
+            took < std::time::Duration::from_millis(500),
+            "append took {took:?}"
+        );
         // A read whose sync failed is never handed out for publishing. (While nothing can be
         // written sled may not even reopen: then nothing is handed out at all.)
         for r in outbox.pending(None, usize::MAX).unwrap_or_default() {
