@@ -574,3 +574,47 @@ fn old_moved_aside_outboxes_are_pruned() -> anyhow::Result<()> {
     assert_eq!(outbox.stats().evictions, 0, "{:?}", outbox.stats());
     Ok(())
 }
+
+#[test]
+fn outbox_commands_exit_non_zero_on_failure_and_recover_reports() -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let state = tmp.path().join("state");
+    let config = cli_config(tmp.path(), &state);
+    let platecam = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_platecam"))
+            .args(["outbox"])
+            .args(args)
+            .arg("--config")
+            .arg(&config)
+            .output()
+            .expect("run platecam")
+    };
+    let out = platecam(&["stats"]);
+    assert_eq!(out.status.code(), Some(1), "no outbox yet");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no outbox here"));
+    assert!(!state.join("outbox").exists(), "stats creates nothing");
+
+    let cfg = storage(&state, ByteSize::mib(64), EvictionPolicy::OldestFirst);
+    {
+        let (outbox, _) = Outbox::open(&cfg)?;
+        outbox.append(read("ASIDE0"), vec![1; 10])?;
+        outbox.append(read("ASIDE1"), vec![1; 10])?;
+    }
+    damage_record(&state, 1);
+    let aside = state.join("outbox.corrupt-1700000000");
+    std::fs::rename(state.join("outbox"), &aside)?;
+    let out = platecam(&["recover", aside.to_str().expect("utf-8 path")]);
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(out.status.code(), Some(2), "partial: {stdout} {stderr}");
+    assert!(stdout.contains("recovered 1 reads"), "{stdout}");
+    assert!(stderr.contains("old seq 1"), "{stderr}");
+    let out = platecam(&["recover", aside.to_str().expect("utf-8 path")]);
+    assert_eq!(out.status.code(), Some(1), "already recovered and renamed");
+    let out = platecam(&["stats", "--json"]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("\"count\":1"));
+    Ok(())
+}
