@@ -49,11 +49,13 @@ pub const SPACE_AMPLIFICATION: u64 = 3;
 /// Written beside sled's files once a database opened: a directory with files but without it was
 /// not made by platecam (sled itself opens some garbage as an empty database, silently).
 const MARKER: &str = "PLATECAM_OUTBOX";
-/// Present while the daemon opens the database. Found at the next start, it means the last open
-/// never returned: sled aborted the process (it can panic on damaged files, and the dist profile
-/// aborts on panic, where `catch_unwind` cannot help). The database is then treated as corrupt,
-/// so a damaged file costs one restart, not a crash loop.
+/// Present while the daemon opens the database, holding how many opens in a row never returned.
+/// Such an open means sled aborted the process (it can panic on damaged files, and the dist
+/// profile aborts on panic, where `catch_unwind` cannot help), or the process was killed meanwhile
+/// (a power cut, the watchdog). After `ABORTED_OPENS` of them the database is treated as corrupt:
+/// a damaged file costs two restarts, not a crash loop, and one kill does not cost the backlog.
 const OPENING: &str = "PLATECAM_OPENING";
+const ABORTED_OPENS: u32 = 2;
 
 const NEXT_SEQ: &[u8] = b"next_seq";
 const COUNT: &[u8] = b"count";
@@ -86,7 +88,7 @@ pub enum OutboxError {
     #[error("outbox {dir}: sled panicked while opening the database")]
     OpenPanicked { dir: PathBuf },
     #[error(
-        "outbox {dir}: the last open of this database never returned (sled aborted the process)"
+        "outbox {dir}: the last {ABORTED_OPENS} opens of this database never returned (sled aborts on damaged files)"
     )]
     OpenAborted { dir: PathBuf },
     #[error(
@@ -834,15 +836,21 @@ fn open_marked(dir: &Path) -> Result<Handles, OutboxError> {
         source,
     };
     let opening = dir.join(OPENING);
-    if opening.exists() {
-        // Keep it: until a person or the move-aside deals with it, every open refuses.
+    // Unreadable counts as one: the file was there, its content may not have been synced.
+    let aborted = match std::fs::read_to_string(&opening) {
+        Ok(text) => text.trim().parse().unwrap_or(1),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+        Err(_) => 1,
+    };
+    if aborted >= ABORTED_OPENS {
+        // Kept: until the move-aside deals with it, every open refuses.
         return Err(OutboxError::OpenAborted {
             dir: dir.to_path_buf(),
         });
     }
     check_marker(dir)?;
     std::fs::create_dir_all(dir).map_err(io_err)?;
-    write_synced(&opening, b"").map_err(io_err)?;
+    write_synced(&opening, (aborted + 1).to_string().as_bytes()).map_err(io_err)?;
     let opened = open_handles(dir);
     // The open returned (well or not): the process was not aborted by it.
     std::fs::remove_file(&opening).map_err(io_err)?;
