@@ -315,14 +315,14 @@ impl Outbox {
             .and_then(|()| self.insert(&rec, None))
         {
             Ok(seq) => seq,
-            Err(e @ OutboxError::TooLarge { .. }) => return Err(e),
-            Err(e) => {
+            Err(e @ (OutboxError::Db { .. } | OutboxError::Io { .. })) => {
                 // sled latches a failed write (a full disk) until it is reopened.
                 tracing::warn!(error = %e, "outbox write failed: reopening it and retrying once");
                 self.reopen()?;
                 self.make_room(estimate)?;
                 self.insert(&rec, None)?
             }
+            Err(e) => return Err(e),
         };
         rec.message.seq = seq;
         self.commit(seq, &rec, generation)?;
