@@ -31,8 +31,6 @@ use crate::wire::{ModelHashes, ReadMessage};
 const QUEUE_FRAMES: usize = 2;
 /// A pass also ends when its camera delivers nothing for this long (camera stalled or replay gap).
 const IDLE_FLUSH: Duration = Duration::from_secs(1);
-/// Attempts to store a read before it is given up (and logged as lost).
-const APPEND_ATTEMPTS: u32 = 5;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
@@ -289,52 +287,42 @@ fn accept(stage: &Stage, read: &PlateRead) -> bool {
     let jpeg = match encode_jpeg(&read.crop) {
         Ok(jpeg) => jpeg,
         Err(e) => {
-            tracing::error!(plate = %read.plate, error = %e, "cannot encode the plate crop; storing the read without it");
+            tracing::error!(camera = %read.camera, error = %e, "cannot encode the plate crop; storing the read without it");
             Vec::new()
         }
     };
     let message =
         ReadMessage::from_read(read, &stage.device, &stage.hashes, stage.location.as_ref());
-    for attempt in 1..=APPEND_ATTEMPTS {
-        match stage.outbox.append(message.clone(), jpeg.clone()) {
-            Ok(stored) => {
-                tracing::info!(
-                    seq = stored.seq,
-                    id = %stored.message.id,
-                    plate = %stored.message.plate,
-                    camera = %stored.message.camera,
-                    confidence = stored.message.confidence,
-                    frames_seen = stored.message.frames_seen,
-                    "read accepted"
-                );
-                stage
-                    .metrics
-                    .reads_total
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                stage.new_reads.notify_one();
-                return true;
-            }
-            Err(e @ OutboxError::TooLarge { .. }) => {
-                // Retrying cannot make it fit.
-                tracing::error!(plate = %read.plate, error = %e, "read lost: larger than the outbox quota");
-                stage
-                    .metrics
-                    .reads_lost
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                return false;
-            }
-            Err(e) => {
-                tracing::error!(attempt, plate = %read.plate, error = %e, "cannot store read; retrying");
-                std::thread::sleep(Duration::from_millis(200 * u64::from(attempt)));
-            }
+    // `append` does its own recovery (a reopen after a failed write, the same record synced
+    // again): retrying here would block this thread and could store the read twice.
+    match stage.outbox.append(message, jpeg) {
+        Ok(stored) => {
+            tracing::info!(
+                seq = stored.seq,
+                id = %stored.message.id,
+                plate = %stored.message.plate,
+                camera = %stored.message.camera,
+                confidence = stored.message.confidence,
+                frames_seen = stored.message.frames_seen,
+                "read accepted"
+            );
+            stage
+                .metrics
+                .reads_total
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            stage.new_reads.notify_one();
+            true
+        }
+        Err(e) => {
+            tracing::error!(camera = %read.camera, error = %e, "read lost: the outbox cannot store it");
+            tracing::debug!(plate = %read.plate, "the read lost");
+            stage
+                .metrics
+                .reads_lost
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            false
         }
     }
-    tracing::error!(plate = %read.plate, "read lost: the outbox refused it {APPEND_ATTEMPTS} times");
-    stage
-        .metrics
-        .reads_lost
-        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    false
 }
 
 /// The plate crop as JPEG, the format on the wire.

@@ -92,7 +92,8 @@ pub enum Command {
         #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
         wait: std::time::Duration,
     },
-    /// Inspect the outbox of a stopped daemon (sled allows one process at a time).
+    /// Inspect the outbox of a stopped daemon (sled allows one process at a time), or recover a
+    /// moved-aside one.
     Outbox {
         #[command(subcommand)]
         action: OutboxAction,
@@ -114,6 +115,14 @@ pub enum OutboxAction {
         config: PathBuf,
         #[arg(long)]
         json: bool,
+    },
+    /// Read what is readable from a moved-aside `outbox.corrupt-*` directory into the outbox (new
+    /// seqs, same ids). Exit 0: all read; 2: some records unreadable (listed); 1: failed.
+    Recover {
+        #[arg(long, short, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        /// The moved-aside directory.
+        dir: PathBuf,
     },
 }
 
@@ -145,6 +154,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Outbox { action } => match action {
             OutboxAction::Stats { config, json } => outbox::stats(&config, json),
             OutboxAction::List { config, json } => outbox::list(&config, json),
+            OutboxAction::Recover { config, dir } => outbox::recover(&config, &dir),
         },
     }
 }

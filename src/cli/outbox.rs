@@ -1,4 +1,6 @@
-//! `platecam outbox stats|list`: look into the buffer of a stopped daemon.
+//! `platecam outbox stats|list|recover`: look into the buffer of a stopped daemon, or read a
+//! moved-aside one back into it. A running daemon's outbox is never touched: the command says so
+//! and exits 1. Every failure exits non-zero with its message on stderr.
 
 use std::path::Path;
 
@@ -14,21 +16,18 @@ struct StatsJson {
     payload_bytes: u64,
     bytes_on_disk: u64,
     evictions: u64,
+    quarantined: u64,
     next_seq: u64,
     oldest_stored_at: Option<String>,
 }
 
+/// Opens the outbox to look into it: never creates or moves anything.
 fn open(config: &Path) -> anyhow::Result<Result<Outbox, u8>> {
     let cfg = match super::load_config(config, false) {
         Ok(cfg) => cfg,
         Err(code) => return Ok(Err(code)),
     };
-    let (outbox, _) = Outbox::open(&cfg.storage).map_err(|e| {
-        anyhow::anyhow!(
-            "{e} (is a platecam daemon running on this outbox? sled allows one process)"
-        )
-    })?;
-    Ok(Ok(outbox))
+    Ok(Ok(Outbox::inspect(&cfg.storage)?))
 }
 
 pub fn stats(config: &Path, json: bool) -> anyhow::Result<u8> {
@@ -43,6 +42,7 @@ pub fn stats(config: &Path, json: bool) -> anyhow::Result<u8> {
         payload_bytes: s.payload_bytes,
         bytes_on_disk: s.bytes_on_disk,
         evictions: s.evictions,
+        quarantined: s.quarantined,
         next_seq: s.next_seq,
         oldest_stored_at: s.oldest_stored_at.map(rfc3339_ms),
     };
@@ -54,6 +54,7 @@ pub fn stats(config: &Path, json: bool) -> anyhow::Result<u8> {
         println!("payload bytes: {}", out.payload_bytes);
         println!("disk bytes:    {}", out.bytes_on_disk);
         println!("evictions:     {}", out.evictions);
+        println!("quarantined:   {}", out.quarantined);
         println!("next seq:      {}", out.next_seq);
         println!(
             "oldest read:   {}",
@@ -91,4 +92,40 @@ pub fn list(config: &Path, json: bool) -> anyhow::Result<u8> {
         }
     }
     Ok(0)
+}
+
+/// Exit code of a recovery that left records behind.
+const EXIT_PARTIAL: u8 = 2;
+
+/// Reads a moved-aside outbox into the live one (the daemon must be stopped). Exits 0 when every
+/// record was read, 2 when some could not be (listed on stderr), 1 on failure.
+pub fn recover(config: &Path, aside: &Path) -> anyhow::Result<u8> {
+    let cfg = match super::load_config(config, false) {
+        Ok(cfg) => cfg,
+        Err(code) => return Ok(code),
+    };
+    let (outbox, _) = Outbox::open(&cfg.storage)?;
+    let report = outbox.recover(aside)?;
+    match (report.recovered.first(), report.recovered.last()) {
+        (Some(first), Some(last)) => println!(
+            "recovered {} reads into {} as seq {first}..={last}",
+            report.recovered.len(),
+            outbox.dir().display()
+        ),
+        _ => println!("recovered no reads"),
+    }
+    if let Some(to) = &report.renamed_to {
+        println!("{} renamed to {}", aside.display(), to.display());
+    }
+    for (seq, reason) in &report.unreadable {
+        match seq {
+            Some(seq) => eprintln!("platecam: could not read old seq {seq}: {reason}"),
+            None => eprintln!("platecam: {reason}"),
+        }
+    }
+    Ok(if report.unreadable.is_empty() {
+        0
+    } else {
+        EXIT_PARTIAL
+    })
 }

@@ -1,40 +1,72 @@
 //! Outbox: the durable sled buffer every read passes through.
 //!
-//! **Invariant:** a read is *accepted* when `append` returns: it is in sled and sled's file has been
-//! fdatasync'ed (sled's own `flush` uses `sync_file_range`, which does not survive a power cut).
-//! **Invariant:** a read leaves the outbox only by `remove` (after the broker's PUBACK) or by the
-//! eviction policy, which logs and counts every eviction.
+//! **Invariant:** a read is *accepted* when `append` returns: it is in sled and sled's files have
+//! been fdatasync'ed (sled's own `flush` uses `sync_file_range`, which does not survive a power
+//! cut). `pending` never hands out a read whose append has not synced yet, so nothing is published
+//! before it is durable. A sync that fails is retried for the same record (same seq, same id); the
+//! read is never appended a second time.
+//! **Invariant:** a read leaves the outbox only by `remove` (after the broker's PUBACK), by the
+//! eviction policy (logged and counted), or by quarantine when it does not decode (logged and
+//! counted). Each of these reads the record and changes it in one sled transaction, so eviction
+//! and delivery cannot undo each other.
 //!
 //! On disk (`<storage.dir>/outbox/`, a sled database): tree `reads` maps the big-endian `seq` to a
-//! record (see `record`); tree `meta` holds `next_seq` and `evictions`, updated in the same
-//! transaction as the record they belong to, so a seq is never reused, even after a crash.
+//! record (see `record`); tree `quarantine` keeps records that did not decode, under their seq;
+//! tree `meta` holds `next_seq`, `count`, `payload_bytes`, `evictions` and `quarantined`, updated
+//! in the same transaction as the records they describe, so `stats` is cheap and stays right
+//! across crashes, and a seq is never reused.
+//!
+//! A full disk (ENOSPC) latches an error inside sled until the database is reopened: `append`
+//! then reopens it, applies the eviction policy and retries the same record once.
+//!
+//! Databases that cannot be opened because they are damaged are moved aside to
+//! `outbox.corrupt-<unix secs>` (see `aside`); a database locked by another process (a running
+//! daemon) is never touched.
 
+mod aside;
 mod record;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::{Mutex, RwLock, RwLockReadGuard};
+use std::time::{Duration, SystemTime};
 
 use sha2::{Digest, Sha256};
-use sled::transaction::{ConflictableTransactionError, TransactionError};
+use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 use sled::Transactional;
 
 use crate::config::{EvictionPolicy, StorageConfig};
 use crate::wire::{CropInfo, ReadMessage};
 
+pub use aside::{RecoverReport, KEEP_ASIDE};
 pub use record::{Record, RECORD_VERSION};
 
 /// sled keeps about 2-3x the live payload on disk (measured; it does not give space back), so the
 /// quota is enforced on payload bytes times this factor.
 pub const SPACE_AMPLIFICATION: u64 = 3;
 
-const NEXT_SEQ: &[u8] = b"next_seq";
 /// Written beside sled's files once a database opened: a directory with files but without it was
 /// not made by platecam (sled itself opens some garbage as an empty database, silently).
 const MARKER: &str = "PLATECAM_OUTBOX";
+/// Present while the daemon opens the database, holding how many opens in a row never returned.
+/// Such an open means sled aborted the process (it can panic on damaged files, and the dist
+/// profile aborts on panic, where `catch_unwind` cannot help), or the process was killed meanwhile
+/// (a power cut, the watchdog). After `ABORTED_OPENS` of them the database is treated as corrupt:
+/// a damaged file costs two restarts, not a crash loop, and one kill does not cost the backlog.
+const OPENING: &str = "PLATECAM_OPENING";
+const ABORTED_OPENS: u32 = 2;
+
+const NEXT_SEQ: &[u8] = b"next_seq";
+const COUNT: &[u8] = b"count";
+const PAYLOAD: &[u8] = b"payload_bytes";
 const EVICTIONS: &[u8] = b"evictions";
+const QUARANTINED: &[u8] = b"quarantined";
+
+/// Syncs tried for one record before its append fails (a reopen between tries).
+const SYNC_ATTEMPTS: u32 = 3;
+/// See `Outbox::sync`.
+const SYNC_MARGIN: Duration = Duration::from_secs(2);
 
 #[derive(Debug, thiserror::Error)]
 pub enum OutboxError {
@@ -55,12 +87,41 @@ pub enum OutboxError {
     Unrecognised { dir: PathBuf, reason: String },
     #[error("outbox {dir}: sled panicked while opening the database")]
     OpenPanicked { dir: PathBuf },
+    #[error(
+        "outbox {dir}: the last {ABORTED_OPENS} opens of this database never returned (sled aborts on damaged files)"
+    )]
+    OpenAborted { dir: PathBuf },
+    #[error(
+        "outbox {dir} is in use by another process: the daemon is running (stop it first, e.g. \
+         `systemctl stop platecam`)"
+    )]
+    Locked { dir: PathBuf },
+    #[error("outbox {dir}: no outbox here")]
+    Missing { dir: PathBuf },
     #[error("outbox {dir}: read of {bytes} bytes is larger than the whole quota ({quota} bytes)")]
     TooLarge {
         dir: PathBuf,
         bytes: u64,
         quota: u64,
     },
+}
+
+impl OutboxError {
+    /// Whether the files are damaged (moved aside by the daemon), as opposed to an outbox that is
+    /// locked, missing, or on a disk that failed a write.
+    fn is_corruption(&self) -> bool {
+        match self {
+            OutboxError::Db { source, .. } => !matches!(source, sled::Error::Io(_)),
+            OutboxError::Record { .. }
+            | OutboxError::Unrecognised { .. }
+            | OutboxError::OpenPanicked { .. }
+            | OutboxError::OpenAborted { .. } => true,
+            OutboxError::Io { .. }
+            | OutboxError::Locked { .. }
+            | OutboxError::Missing { .. }
+            | OutboxError::TooLarge { .. } => false,
+        }
+    }
 }
 
 /// A read as stored: its wire message (with `seq` and `id` assigned) and its crop.
@@ -83,6 +144,8 @@ pub struct OutboxStats {
     pub bytes_on_disk: u64,
     /// Reads (or crops) evicted by the policy since the outbox was created.
     pub evictions: u64,
+    /// Records set aside because they did not decode, since the outbox was created.
+    pub quarantined: u64,
     pub oldest_stored_at: Option<SystemTime>,
     pub next_seq: u64,
 }
@@ -98,25 +161,37 @@ pub enum OpenOutcome {
     },
 }
 
-pub struct Outbox {
-    dir: PathBuf,
+/// sled's handles, replaced as a whole when the database is reopened.
+struct Handles {
     db: sled::Db,
     reads: sled::Tree,
     meta: sled::Tree,
-    /// sled's main file, kept open to fdatasync it after each flush.
-    db_file: File,
+    quarantine: sled::Tree,
+}
+
+pub struct Outbox {
+    dir: PathBuf,
     quota: StorageConfig,
-    payload_bytes: AtomicU64,
+    /// `None` only between a failed reopen and the next successful one.
+    handles: RwLock<Option<Handles>>,
+    /// Reads with a seq below this are synced: `pending` hands out nothing above it.
+    synced: AtomicU64,
     /// Crops-first policy: no read below this seq still has a crop.
     crops_from: AtomicU64,
-    /// Serialises appends, so the quota check and the write see the same state.
+    /// Bytes in moved-aside databases beside the outbox, counted in the quota.
+    aside_bytes: AtomicU64,
+    /// Serialises appends and eviction, so the quota check and the write see the same state.
     append_lock: Mutex<()>,
+    /// Times the database was reopened (see `commit`).
+    generation: AtomicU64,
+    /// When the last sync started: files not modified since are not synced again.
+    last_sync: Mutex<Option<SystemTime>>,
 }
 
 impl Outbox {
-    /// Opens (or creates) the outbox under `cfg.dir`. A database that cannot be opened is moved
-    /// aside and a fresh one started: the unit keeps reading plates, and the old files stay for a
-    /// person to look at.
+    /// Opens (or creates) the daemon's outbox under `cfg.dir`. A database that is damaged is moved
+    /// aside and a fresh one started: the unit keeps reading plates, and the old files stay for
+    /// `platecam outbox recover`. A database locked by another process is an error, untouched.
     pub fn open(cfg: &StorageConfig) -> Result<(Outbox, OpenOutcome), OutboxError> {
         let dir = cfg.dir.join("outbox");
         let io_err = |source| OutboxError::Io {
@@ -124,76 +199,74 @@ impl Outbox {
             source,
         };
         std::fs::create_dir_all(&cfg.dir).map_err(io_err)?;
-        match Self::open_at(&dir, cfg) {
-            Ok(outbox) => Ok((outbox, OpenOutcome::Opened)),
-            Err(first) => {
-                let stamp = SystemTime::now()
-                    .duration_since(UNIX_EPOCH)
-                    .unwrap_or_default()
-                    .as_secs();
-                let aside = cfg.dir.join(format!("outbox.corrupt-{stamp}"));
+        let (outbox, outcome) = match Self::open_guarded(&dir, cfg) {
+            Ok(outbox) => (outbox, OpenOutcome::Opened),
+            Err(first) if first.is_corruption() => {
+                let aside = aside::move_aside(&cfg.dir, &dir).map_err(io_err)?;
                 tracing::error!(
                     dir = %dir.display(), moved_to = %aside.display(), error = %first,
                     "outbox database is unreadable: moving it aside and starting a fresh one"
                 );
-                std::fs::rename(&dir, &aside).map_err(io_err)?;
-                let outbox = Self::open_at(&dir, cfg)?;
-                Ok((
-                    outbox,
-                    OpenOutcome::MovedAside {
-                        to: aside,
-                        reason: first.to_string(),
-                    },
-                ))
+                let outbox = Self::open_guarded(&dir, cfg)?;
+                let reason = first.to_string();
+                (outbox, OpenOutcome::MovedAside { to: aside, reason })
             }
-        }
+            Err(e) => return Err(e),
+        };
+        let kept = aside::prune(&cfg.dir, KEEP_ASIDE);
+        outbox.aside_bytes.store(kept, Ordering::Relaxed);
+        Ok((outbox, outcome))
     }
 
-    fn open_at(dir: &Path, cfg: &StorageConfig) -> Result<Outbox, OutboxError> {
+    /// Opens an existing outbox to look into it (`platecam outbox stats|list`): never creates,
+    /// migrates or moves anything, and says so when the daemon holds it.
+    pub fn inspect(cfg: &StorageConfig) -> Result<Outbox, OutboxError> {
+        let dir = cfg.dir.join("outbox");
+        if !dir.join("db").exists() {
+            return Err(OutboxError::Missing { dir });
+        }
+        check_marker(&dir)?;
+        let handles = open_handles(&dir)?;
+        Self::with_handles(&dir, cfg, handles, false)
+    }
+
+    /// Opens with the `OPENING` marker around sled's open (see `OPENING`).
+    fn open_guarded(dir: &Path, cfg: &StorageConfig) -> Result<Outbox, OutboxError> {
+        let handles = open_marked(dir)?;
+        Self::with_handles(dir, cfg, handles, true)
+    }
+
+    fn with_handles(
+        dir: &Path,
+        cfg: &StorageConfig,
+        h: Handles,
+        writable: bool,
+    ) -> Result<Outbox, OutboxError> {
         let db_err = |source| OutboxError::Db {
             dir: dir.to_path_buf(),
             source,
         };
-        let io_err = |source| OutboxError::Io {
-            dir: dir.to_path_buf(),
-            source,
-        };
-        check_marker(dir)?;
-        // sled has been seen to panic on some damaged files; that must not take the daemon down.
-        let opened = std::panic::catch_unwind(|| {
-            sled::Config::new().path(dir).cache_capacity(8 << 20).open()
-        })
-        .map_err(|_| OutboxError::OpenPanicked {
-            dir: dir.to_path_buf(),
-        })?;
-        let db = opened.map_err(db_err)?;
-        let reads = db.open_tree("reads").map_err(db_err)?;
-        let meta = db.open_tree("meta").map_err(db_err)?;
-        let db_file = File::open(dir.join("db")).map_err(io_err)?;
-        if !dir.join(MARKER).exists() {
-            let marker = format!("platecam outbox, record format {RECORD_VERSION}\n");
-            std::fs::write(dir.join(MARKER), marker).map_err(io_err)?;
+        if writable && h.meta.get(COUNT).map_err(db_err)?.is_none() {
+            // An outbox written before the counters were kept: count once.
+            migrate_counters(&h).map_err(|e| tx_err(dir, 0, e))?;
         }
+        let next_seq = counter(&h.meta, NEXT_SEQ);
         let outbox = Outbox {
             dir: dir.to_path_buf(),
-            db,
-            reads,
-            meta,
-            db_file,
             quota: cfg.clone(),
-            payload_bytes: AtomicU64::new(0),
+            handles: RwLock::new(Some(h)),
+            synced: AtomicU64::new(next_seq),
             crops_from: AtomicU64::new(0),
+            aside_bytes: AtomicU64::new(0),
             append_lock: Mutex::new(()),
+            last_sync: Mutex::new(None),
+            generation: AtomicU64::new(0),
         };
-        // Decode every record once: a database whose records do not decode is as corrupt as one
-        // that does not open, and the sum gives the quota its starting point.
-        let mut bytes = 0u64;
-        for item in outbox.reads.iter() {
-            let (key, value) = item.map_err(db_err)?;
-            outbox.decode(&key, &value)?;
-            bytes += value.len() as u64;
+        if writable {
+            // Files written since the last start may not have been synced by the process that
+            // wrote them: everything handed out from now on is durable.
+            outbox.sync()?;
         }
-        outbox.payload_bytes.store(bytes, Ordering::Relaxed);
         Ok(outbox)
     }
 
@@ -209,7 +282,6 @@ impl Outbox {
         mut message: ReadMessage,
         crop_jpeg: Vec<u8>,
     ) -> Result<StoredRead, OutboxError> {
-        let _guard = self.append_lock.lock().unwrap_or_else(|e| e.into_inner());
         message.id = uuid::Uuid::now_v7().to_string();
         // An empty crop (one that could not be encoded) is no crop: the read goes without one.
         let crop = (!crop_jpeg.is_empty()).then_some(crop_jpeg);
@@ -218,12 +290,18 @@ impl Outbox {
             bytes: jpeg.len(),
             sha256: hex::encode(Sha256::digest(jpeg)),
         });
-        let stored_at = SystemTime::now();
-        let mut rec = Record {
+        let rec = Record {
             message,
             crop,
-            stored_at,
+            stored_at: SystemTime::now(),
         };
+        self.store(rec)
+    }
+
+    /// Stores a record that already has its id (a new one, or one recovered from a moved-aside
+    /// database) under the next seq, durably.
+    fn store(&self, mut rec: Record) -> Result<StoredRead, OutboxError> {
+        let _guard = self.append_lock.lock().unwrap_or_else(|e| e.into_inner());
         // The seq goes into the encoded JSON, so encode inside the transaction once it is known;
         // the size does not depend on it by more than a few bytes, so estimate with seq 0 first.
         let estimate = rec
@@ -231,65 +309,204 @@ impl Outbox {
             .map_err(|reason| self.record_err(0, reason))?
             .len() as u64
             + 16;
-        self.make_room(estimate)?;
-
-        let result = (&self.reads, &self.meta).transaction(|(reads, meta)| {
-            let seq = meta.get(NEXT_SEQ)?.map(|v| be_u64(&v)).unwrap_or(0);
-            let mut rec = rec.clone();
-            rec.message.seq = seq;
-            let bytes = rec.encode().map_err(ConflictableTransactionError::Abort)?;
-            reads.insert(&seq.to_be_bytes(), bytes.as_slice())?;
-            meta.insert(NEXT_SEQ, &(seq + 1).to_be_bytes())?;
-            Ok((seq, bytes.len() as u64))
-        });
-        let (seq, len) = match result {
-            Ok(v) => v,
-            Err(TransactionError::Abort(reason)) => return Err(self.record_err(0, reason)),
-            Err(TransactionError::Storage(e)) => return Err(self.db_err(e)),
+        let generation = self.generation.load(Ordering::Acquire);
+        let seq = match self
+            .make_room(estimate)
+            .and_then(|()| self.insert(&rec, None))
+        {
+            Ok(seq) => seq,
+            Err(e @ (OutboxError::Db { .. } | OutboxError::Io { .. })) => {
+                // sled latches a failed write (a full disk) until it is reopened.
+                tracing::warn!(error = %e, "outbox write failed: reopening it and retrying once");
+                self.reopen()?;
+                self.make_room(estimate)?;
+                self.insert(&rec, None)?
+            }
+            Err(e) => return Err(e),
         };
-        self.sync()?;
-        self.payload_bytes.fetch_add(len, Ordering::Relaxed);
         rec.message.seq = seq;
+        self.commit(seq, &rec, generation)?;
+        self.synced.fetch_max(seq + 1, Ordering::Release);
         Ok(StoredRead {
             seq,
             message: rec.message,
             crop: rec.crop,
-            stored_at,
+            stored_at: rec.stored_at,
         })
     }
 
-    /// Stored reads with `seq > after`, in seq order, at most `limit`.
+    /// Inserts `rec` under `seq` (or the next seq) with its counters, in one transaction.
+    fn insert(&self, rec: &Record, seq: Option<u64>) -> Result<u64, OutboxError> {
+        let h = self.handles()?;
+        let result = (&h.reads, &h.meta).transaction(|(reads, meta)| {
+            let seq = match seq {
+                Some(seq) => seq,
+                None => counter_tx(meta, NEXT_SEQ)?,
+            };
+            let mut rec = rec.clone();
+            rec.message.seq = seq;
+            let bytes = rec.encode().map_err(ConflictableTransactionError::Abort)?;
+            let len = bytes.len() as u64;
+            if let Some(old) = reads.insert(&seq.to_be_bytes(), bytes)? {
+                add(meta, PAYLOAD, -(old.len() as i64))?;
+            } else {
+                add(meta, COUNT, 1)?;
+            }
+            add(meta, PAYLOAD, len as i64)?;
+            let next = counter_tx(meta, NEXT_SEQ)?.max(seq + 1);
+            meta.insert(NEXT_SEQ, &next.to_be_bytes())?;
+            Ok(seq)
+        });
+        result.map_err(|e| tx_err(&self.dir, seq.unwrap_or(0), e))
+    }
+
+    /// Makes record `seq` durable. A failed sync is retried for the same record (after a reopen,
+    /// which may lose the unsynced insert: it is then written again under the same seq and id).
+    /// When every try fails the record is taken out again, so a read reported lost is not
+    /// delivered later. `generation` is the reopen count seen before the insert: a reopen by any
+    /// caller since then may have dropped it too.
+    fn commit(&self, seq: u64, rec: &Record, mut generation: u64) -> Result<(), OutboxError> {
+        let mut last = None;
+        for attempt in 1..=SYNC_ATTEMPTS {
+            if attempt > 1 && generation == self.generation.load(Ordering::Acquire) {
+                if let Err(e) = self.reopen() {
+                    last = Some(e);
+                    continue;
+                }
+            }
+            let now = self.generation.load(Ordering::Acquire);
+            if now != generation {
+                generation = now;
+                if let Err(e) = self.ensure_present(seq, rec) {
+                    last = Some(e);
+                    continue;
+                }
+            }
+            match self.sync() {
+                Ok(()) if self.generation.load(Ordering::Acquire) == generation => return Ok(()),
+                Ok(()) => {} // Reopened meanwhile: check the record again.
+                Err(e) => {
+                    tracing::warn!(seq, attempt, error = %e, "outbox sync failed");
+                    last = Some(e);
+                }
+            }
+        }
+        if let Err(e) = self.take(seq, Take::Failed) {
+            tracing::warn!(seq, error = %e, "cannot take back a read whose sync failed");
+        }
+        Err(last.unwrap_or_else(|| self.record_err(seq, "sync did not complete".into())))
+    }
+
+    /// Writes record `seq` again (same seq, same id) if a reopen lost it.
+    fn ensure_present(&self, seq: u64, rec: &Record) -> Result<(), OutboxError> {
+        let present = self
+            .handles()?
+            .reads
+            .contains_key(seq.to_be_bytes())
+            .map_err(|e| self.db_err(e))?;
+        if !present {
+            self.insert(rec, Some(seq))?;
+        }
+        Ok(())
+    }
+
+    /// Runs `op`; after an I/O error (sled latches one until it is reopened, e.g. a full disk)
+    /// reopens the database and runs it once more.
+    fn recovering<T>(&self, op: impl Fn() -> Result<T, OutboxError>) -> Result<T, OutboxError> {
+        match op() {
+            Err(
+                e @ OutboxError::Db {
+                    source: sled::Error::Io(_),
+                    ..
+                },
+            ) => {
+                tracing::warn!(error = %e, "outbox I/O error: reopening it and retrying once");
+                self.reopen()?;
+                op()
+            }
+            other => other,
+        }
+    }
+
+    /// Stored, synced reads with `seq > after`, in seq order, at most `limit`. A record that does
+    /// not decode is moved to quarantine (logged, counted) and skipped.
     pub fn pending(
         &self,
         after: Option<u64>,
         limit: usize,
     ) -> Result<Vec<StoredRead>, OutboxError> {
+        self.recovering(|| self.pending_once(after, limit))
+    }
+
+    fn pending_once(
+        &self,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<StoredRead>, OutboxError> {
         let start = after.map_or(0, |a| a.saturating_add(1));
+        let end = self.synced.load(Ordering::Acquire);
         let mut out = Vec::new();
-        for item in self.reads.range(start.to_be_bytes()..).take(limit) {
-            let (key, value) = item.map_err(|e| self.db_err(e))?;
-            out.push(self.decode(&key, &value)?);
+        if start >= end {
+            return Ok(out);
+        }
+        let mut bad = Vec::new();
+        {
+            let h = self.handles()?;
+            for item in h.reads.range(start.to_be_bytes()..end.to_be_bytes()) {
+                let (key, value) = item.map_err(|e| self.db_err(e))?;
+                match self.decode(&key, &value) {
+                    Ok(read) => out.push(read),
+                    Err(e) => bad.push((be_u64(&key), e)),
+                }
+                if out.len() >= limit {
+                    break;
+                }
+            }
+        }
+        for (seq, e) in bad {
+            tracing::error!(seq, error = %e, "outbox record does not decode: moved to quarantine");
+            self.take(seq, Take::Quarantine)?;
         }
         Ok(out)
     }
 
     /// Deletes a read once the broker acknowledged it. Returns whether it was still there.
     pub fn remove(&self, seq: u64) -> Result<bool, OutboxError> {
-        let old = self
-            .reads
-            .remove(seq.to_be_bytes())
-            .map_err(|e| self.db_err(e))?;
-        if let Some(v) = &old {
-            self.payload_bytes
-                .fetch_sub(v.len() as u64, Ordering::Relaxed);
-        }
         // Not synced here: a removal lost in a crash only means the read is sent again, and the
         // consumer de-duplicates on its id.
-        Ok(old.is_some())
+        self.recovering(|| self.take(seq, Take::Delivered))
     }
 
+    /// Takes record `seq` out, reading and writing it in one transaction. Returns whether it was
+    /// there.
+    fn take(&self, seq: u64, why: Take) -> Result<bool, OutboxError> {
+        let h = self.handles()?;
+        let key = seq.to_be_bytes();
+        let result = (&h.reads, &h.meta, &h.quarantine).transaction(|(reads, meta, q)| {
+            let Some(old) = reads.remove(&key)? else {
+                return Ok(false);
+            };
+            add(meta, COUNT, -1)?;
+            add(meta, PAYLOAD, -(old.len() as i64))?;
+            match why {
+                Take::Evicted => add(meta, EVICTIONS, 1)?,
+                Take::Quarantine => {
+                    q.insert(&key, old)?;
+                    add(meta, QUARANTINED, 1)?;
+                }
+                Take::Delivered | Take::Failed => {}
+            }
+            Ok(true)
+        });
+        result.map_err(|e| tx_err(&self.dir, seq, e))
+    }
+
+    /// Counts kept with the records: no scan, whatever the backlog.
     pub fn stats(&self) -> OutboxStats {
-        let oldest_stored_at = self
+        let Ok(h) = self.handles() else {
+            return OutboxStats::default();
+        };
+        let oldest_stored_at = h
             .reads
             .first()
             .ok()
@@ -297,17 +514,25 @@ impl Outbox {
             .and_then(|(k, v)| self.decode(&k, &v).ok())
             .map(|r| r.stored_at);
         OutboxStats {
-            count: self.reads.len() as u64,
-            payload_bytes: self.payload_bytes.load(Ordering::Relaxed),
-            bytes_on_disk: self.db.size_on_disk().unwrap_or(0),
-            evictions: self.counter(EVICTIONS),
+            count: counter(&h.meta, COUNT),
+            payload_bytes: counter(&h.meta, PAYLOAD),
+            bytes_on_disk: h.db.size_on_disk().unwrap_or(0),
+            evictions: counter(&h.meta, EVICTIONS),
+            quarantined: counter(&h.meta, QUARANTINED),
             oldest_stored_at,
-            next_seq: self.counter(NEXT_SEQ),
+            next_seq: counter(&h.meta, NEXT_SEQ),
         }
     }
 
-    /// Applies the eviction policy until `incoming` more bytes fit in the quota and the disk keeps
-    /// its reserve.
+    /// Reads what `aside` (a moved-aside outbox) still holds into this one, under new seqs above
+    /// the current ones, keeping each read's id; then renames `aside` to `outbox.recovered-*`
+    /// (pruned with the corrupt ones).
+    pub fn recover(&self, aside: &Path) -> Result<RecoverReport, OutboxError> {
+        aside::recover(self, aside)
+    }
+
+    /// Applies the eviction policy until `incoming` more bytes fit in the quota and, as far as
+    /// eviction can help, the disk keeps its reserve.
     fn make_room(&self, incoming: u64) -> Result<(), OutboxError> {
         let budget = self.quota.max_bytes.as_u64() / SPACE_AMPLIFICATION;
         if incoming > budget {
@@ -318,7 +543,25 @@ impl Outbox {
             });
         }
         let mut evicted = Vec::new();
-        while self.over_quota(incoming, budget) {
+        loop {
+            let room = self.room()?;
+            let used = room.used;
+            if used + incoming <= room.quota_budget.min(room.disk_budget) {
+                break;
+            }
+            if used + incoming > room.quota_budget && self.prune_aside() {
+                continue;
+            }
+            if used + incoming <= room.quota_budget && incoming > room.disk_budget {
+                // Only the disk reserve is short, and evicting everything would not make room:
+                // keep the backlog (sled never gives space back to the disk).
+                tracing::warn!(
+                    dir = %self.dir.display(),
+                    min_free_bytes = self.quota.min_free_bytes.as_u64(),
+                    "disk below its reserve and the outbox cannot free enough: storing anyway"
+                );
+                break;
+            }
             let stripped = match self.quota.eviction {
                 EvictionPolicy::CropsFirst => self.strip_oldest_crop()?,
                 EvictionPolicy::OldestFirst => None,
@@ -348,98 +591,189 @@ impl Outbox {
         Ok(())
     }
 
-    fn over_quota(&self, incoming: u64, budget: u64) -> bool {
-        let used = self.payload_bytes.load(Ordering::Relaxed);
-        if used + incoming > budget {
-            return true;
+    /// Payload in use and what it may grow to. The disk budget is what sled's files already hold
+    /// (evicting frees room inside them, which sled reuses; it never gives space back to the
+    /// disk) plus the free space above the reserve, of which new records take about
+    /// `SPACE_AMPLIFICATION` times their size.
+    fn room(&self) -> Result<Room, OutboxError> {
+        let h = self.handles()?;
+        let used = counter(&h.meta, PAYLOAD);
+        let aside = self.aside_bytes.load(Ordering::Relaxed);
+        let quota_budget =
+            self.quota.max_bytes.as_u64().saturating_sub(aside) / SPACE_AMPLIFICATION;
+        let disk_budget = match disk_free(&self.dir) {
+            Some(free) => {
+                let on_disk = h.db.size_on_disk().unwrap_or(0);
+                let above_reserve = free.saturating_sub(self.quota.min_free_bytes.as_u64());
+                on_disk + above_reserve / SPACE_AMPLIFICATION
+            }
+            None => u64::MAX,
+        };
+        Ok(Room {
+            used,
+            quota_budget,
+            disk_budget,
+        })
+    }
+
+    /// Deletes the oldest moved-aside database (older than anything in the outbox). Returns
+    /// whether one was deleted.
+    fn prune_aside(&self) -> bool {
+        let Some(parent) = self.dir.parent() else {
+            return false;
+        };
+        let before = self.aside_bytes.load(Ordering::Relaxed);
+        if before == 0 {
+            return false;
         }
-        match disk_free(&self.dir) {
-            Some(free) => free < self.quota.min_free_bytes.as_u64() && used > 0,
-            None => false,
-        }
+        let kept = aside::prune_oldest(parent);
+        self.aside_bytes.store(kept, Ordering::Relaxed);
+        kept < before
     }
 
     /// Removes the crop of the oldest read that still has one; returns its seq, or `None` when
     /// no read has a crop left.
     fn strip_oldest_crop(&self) -> Result<Option<u64>, OutboxError> {
-        let from = self.crops_from.load(Ordering::Relaxed);
-        for item in self.reads.range(from.to_be_bytes()..) {
-            let (key, value) = item.map_err(|e| self.db_err(e))?;
-            let seq = be_u64(&key);
-            let mut record = self.decode_record(seq, &value)?;
-            // Reads before this one have no crop left: later scans start here.
-            self.crops_from.store(seq, Ordering::Relaxed);
+        loop {
+            let from = self.crops_from.load(Ordering::Relaxed);
+            let candidate = {
+                let h = self.handles()?;
+                let mut found = None;
+                for item in h.reads.range(from.to_be_bytes()..) {
+                    let (key, value) = item.map_err(|e| self.db_err(e))?;
+                    let seq = be_u64(&key);
+                    // Reads before this one have no crop left: later scans start here.
+                    self.crops_from.store(seq, Ordering::Relaxed);
+                    if value
+                        .get(1)
+                        .is_some_and(|flags| flags & record::FLAG_CROP != 0)
+                    {
+                        found = Some(seq);
+                        break;
+                    }
+                }
+                found
+            };
+            let Some(seq) = candidate else {
+                return Ok(None);
+            };
+            match self.strip_crop(seq)? {
+                Strip::Done => return Ok(Some(seq)),
+                // Delivered (or stripped) meanwhile: look again.
+                Strip::Gone => continue,
+                Strip::Undecodable => {
+                    tracing::error!(seq, "outbox record does not decode: moved to quarantine");
+                    self.take(seq, Take::Quarantine)?;
+                }
+            }
+        }
+    }
+
+    /// Strips the crop of record `seq`, reading and rewriting it in one transaction.
+    fn strip_crop(&self, seq: u64) -> Result<Strip, OutboxError> {
+        let h = self.handles()?;
+        let key = seq.to_be_bytes();
+        let result = (&h.reads, &h.meta).transaction(|(reads, meta)| {
+            let Some(value) = reads.get(key)? else {
+                return Ok(Strip::Gone);
+            };
+            let Ok(mut record) = Record::decode(&value) else {
+                return Ok(Strip::Undecodable);
+            };
             if record.crop.is_none() {
-                continue;
+                return Ok(Strip::Gone);
             }
             record.crop = None;
             record.message.crop = None;
-            let bytes = record.encode().map_err(|r| self.record_err(seq, r))?;
-            let freed = value.len().saturating_sub(bytes.len()) as u64;
-            let seq_key = seq.to_be_bytes();
-            (&self.reads, &self.meta)
-                .transaction(|(reads, meta)| {
-                    reads.insert(&seq_key, bytes.as_slice())?;
-                    bump(meta, EVICTIONS)?;
-                    Ok::<_, ConflictableTransactionError<String>>(())
-                })
-                .map_err(|e| self.tx_err(seq, e))?;
-            self.payload_bytes.fetch_sub(freed, Ordering::Relaxed);
-            return Ok(Some(seq));
-        }
-        Ok(None)
+            let bytes = record
+                .encode()
+                .map_err(ConflictableTransactionError::Abort)?;
+            add(meta, PAYLOAD, bytes.len() as i64 - value.len() as i64)?;
+            reads.insert(&key, bytes)?;
+            add(meta, EVICTIONS, 1)?;
+            Ok(Strip::Done)
+        });
+        result.map_err(|e| tx_err(&self.dir, seq, e))
     }
 
     /// Deletes the oldest read; returns its seq, or `None` when the outbox is empty.
     fn evict_oldest(&self) -> Result<Option<u64>, OutboxError> {
-        let Some((key, value)) = self.reads.first().map_err(|e| self.db_err(e))? else {
-            return Ok(None);
-        };
-        let seq = be_u64(&key);
-        let seq_key = seq.to_be_bytes();
-        (&self.reads, &self.meta)
-            .transaction(|(reads, meta)| {
-                reads.remove(&seq_key)?;
-                bump(meta, EVICTIONS)?;
-                Ok::<_, ConflictableTransactionError<String>>(())
-            })
-            .map_err(|e| self.tx_err(seq, e))?;
-        self.payload_bytes
-            .fetch_sub(value.len() as u64, Ordering::Relaxed);
-        Ok(Some(seq))
+        loop {
+            let first = self.handles()?.reads.first().map_err(|e| self.db_err(e))?;
+            let Some((key, _)) = first else {
+                return Ok(None);
+            };
+            let seq = be_u64(&key);
+            if self.take(seq, Take::Evicted)? {
+                return Ok(Some(seq));
+            }
+            // Delivered meanwhile: the next one is now the oldest.
+        }
     }
 
-    /// The durable commit point: sled's flush, then fdatasync of its file.
+    /// The durable commit point: sled's flush, then fdatasync of its files (the main file and
+    /// the large values sled keeps in `blobs/`) and of the directories that name them.
     fn sync(&self) -> Result<(), OutboxError> {
-        self.db.flush().map_err(|e| self.db_err(e))?;
-        self.db_file.sync_data().map_err(|source| OutboxError::Io {
+        let started = SystemTime::now();
+        self.handles()?.db.flush().map_err(|e| self.db_err(e))?;
+        let mut last = self.last_sync.lock().unwrap_or_else(|e| e.into_inner());
+        // File times come from a coarse clock (and FAT keeps 2 s): a margin keeps a file written
+        // just around the last sync in this one.
+        let since = last.and_then(|t| t.checked_sub(SYNC_MARGIN));
+        sync_dir_tree(&self.dir, since).map_err(|source| OutboxError::Io {
             dir: self.dir.clone(),
             source,
-        })
+        })?;
+        *last = Some(started);
+        Ok(())
     }
 
-    fn counter(&self, name: &[u8]) -> u64 {
-        self.meta
-            .get(name)
-            .ok()
-            .flatten()
-            .map(|v| be_u64(&v))
-            .unwrap_or(0)
+    /// Drops sled's handles and opens the database again: the only way to clear an error sled
+    /// latched (a full disk).
+    fn reopen(&self) -> Result<(), OutboxError> {
+        let mut slot = self.handles.write().unwrap_or_else(|e| e.into_inner());
+        drop(slot.take());
+        // sled's background threads may hold the file lock for a moment after the drop.
+        let mut tries = 0;
+        loop {
+            match open_marked(&self.dir) {
+                Ok(h) => {
+                    *slot = Some(h);
+                    self.generation.fetch_add(1, Ordering::AcqRel);
+                    tracing::info!(dir = %self.dir.display(), "outbox reopened");
+                    return Ok(());
+                }
+                Err(OutboxError::Locked { .. }) if tries < 50 => {
+                    tries += 1;
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    fn handles(&self) -> Result<HandlesRef<'_>, OutboxError> {
+        {
+            let guard = self.handles.read().unwrap_or_else(|e| e.into_inner());
+            if guard.is_some() {
+                return Ok(HandlesRef(guard));
+            }
+        }
+        self.reopen()?;
+        Ok(HandlesRef(
+            self.handles.read().unwrap_or_else(|e| e.into_inner()),
+        ))
     }
 
     fn decode(&self, key: &[u8], value: &[u8]) -> Result<StoredRead, OutboxError> {
         let seq = be_u64(key);
-        let r = self.decode_record(seq, value)?;
+        let r = Record::decode(value).map_err(|reason| self.record_err(seq, reason))?;
         Ok(StoredRead {
             seq,
             message: r.message,
             crop: r.crop,
             stored_at: r.stored_at,
         })
-    }
-
-    fn decode_record(&self, seq: u64, value: &[u8]) -> Result<Record, OutboxError> {
-        Record::decode(value).map_err(|reason| self.record_err(seq, reason))
     }
 
     fn record_err(&self, seq: u64, reason: String) -> OutboxError {
@@ -456,13 +790,157 @@ impl Outbox {
             source,
         }
     }
+}
 
-    fn tx_err(&self, seq: u64, e: TransactionError<String>) -> OutboxError {
-        match e {
-            TransactionError::Abort(reason) => self.record_err(seq, reason),
-            TransactionError::Storage(e) => self.db_err(e),
+/// Why a record leaves the outbox.
+#[derive(Clone, Copy)]
+enum Take {
+    Delivered,
+    Evicted,
+    Quarantine,
+    /// Its sync failed: it was never accepted.
+    Failed,
+}
+
+enum Strip {
+    Done,
+    Gone,
+    Undecodable,
+}
+
+struct Room {
+    used: u64,
+    quota_budget: u64,
+    disk_budget: u64,
+}
+
+/// A read guard on handles known to be there.
+struct HandlesRef<'a>(RwLockReadGuard<'a, Option<Handles>>);
+
+impl std::ops::Deref for HandlesRef<'_> {
+    type Target = Handles;
+    fn deref(&self) -> &Handles {
+        match self.0.as_ref() {
+            Some(h) => h,
+            // `handles()` returns a guard only after seeing `Some`, and a reopen needs the write
+            // lock this guard excludes.
+            None => unreachable!("outbox handles checked before the guard was returned"),
         }
     }
+}
+
+/// Opens sled with the `OPENING` marker around it (see `OPENING`), then writes our marker.
+fn open_marked(dir: &Path) -> Result<Handles, OutboxError> {
+    let io_err = |source| OutboxError::Io {
+        dir: dir.to_path_buf(),
+        source,
+    };
+    let opening = dir.join(OPENING);
+    // Unreadable counts as one: the file was there, its content may not have been synced.
+    let aborted = match std::fs::read_to_string(&opening) {
+        Ok(text) => text.trim().parse().unwrap_or(1),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+        Err(_) => 1,
+    };
+    if aborted >= ABORTED_OPENS {
+        // Kept: until the move-aside deals with it, every open refuses.
+        return Err(OutboxError::OpenAborted {
+            dir: dir.to_path_buf(),
+        });
+    }
+    check_marker(dir)?;
+    std::fs::create_dir_all(dir).map_err(io_err)?;
+    write_synced(&opening, (aborted + 1).to_string().as_bytes()).map_err(io_err)?;
+    let opened = open_handles(dir);
+    // The open returned (well or not): the process was not aborted by it.
+    std::fs::remove_file(&opening).map_err(io_err)?;
+    let h = opened?;
+    if !dir.join(MARKER).exists() {
+        let marker = format!("platecam outbox, record format {RECORD_VERSION}\n");
+        write_synced(&dir.join(MARKER), marker.as_bytes()).map_err(io_err)?;
+    }
+    Ok(h)
+}
+
+/// sled's open, with its lock and panics told apart. The caller checks our marker first.
+fn open_handles(dir: &Path) -> Result<Handles, OutboxError> {
+    let db_err = |source: sled::Error| match &source {
+        sled::Error::Io(e) if e.to_string().contains("could not acquire lock") => {
+            OutboxError::Locked {
+                dir: dir.to_path_buf(),
+            }
+        }
+        _ => OutboxError::Db {
+            dir: dir.to_path_buf(),
+            source,
+        },
+    };
+    // sled has been seen to panic on some damaged files; that must not take the daemon down
+    // (where panics unwind; see `OPENING` for the dist profile, where they abort).
+    let opened =
+        std::panic::catch_unwind(|| sled::Config::new().path(dir).cache_capacity(8 << 20).open())
+            .map_err(|_| OutboxError::OpenPanicked {
+            dir: dir.to_path_buf(),
+        })?;
+    let db = opened.map_err(db_err)?;
+    let reads = db.open_tree("reads").map_err(db_err)?;
+    let meta = db.open_tree("meta").map_err(db_err)?;
+    let quarantine = db.open_tree("quarantine").map_err(db_err)?;
+    Ok(Handles {
+        db,
+        reads,
+        meta,
+        quarantine,
+    })
+}
+
+/// Counts an outbox written before the counters were kept, once.
+fn migrate_counters(h: &Handles) -> Result<(), TransactionError<String>> {
+    let (mut count, mut bytes) = (0u64, 0u64);
+    for item in h.reads.iter() {
+        let (_, value) = item.map_err(TransactionError::Storage)?;
+        count += 1;
+        bytes += value.len() as u64;
+    }
+    h.meta.transaction(|meta| {
+        meta.insert(COUNT, &count.to_be_bytes())?;
+        meta.insert(PAYLOAD, &bytes.to_be_bytes())?;
+        Ok(())
+    })
+}
+
+/// Writes a small file and syncs it and its directory entry.
+fn write_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    std::fs::write(path, bytes)?;
+    File::open(path)?.sync_all()?;
+    match path.parent() {
+        Some(parent) => File::open(parent)?.sync_all(),
+        None => Ok(()),
+    }
+}
+
+/// fdatasync of every file under `dir` (sled's `db`, `conf`, `blobs/*`, snapshots) and fsync of
+/// the directories, so new files and their names survive a power cut; with `since`, only those
+/// modified since then (what an earlier sync covered stays synced).
+fn sync_dir_tree(dir: &Path, since: Option<SystemTime>) -> std::io::Result<()> {
+    let changed = |meta: &std::fs::Metadata| match (since, meta.modified()) {
+        (Some(since), Ok(modified)) => modified >= since,
+        _ => true,
+    };
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let path = entry.path();
+        let meta = entry.metadata()?;
+        if meta.is_dir() {
+            sync_dir_tree(&path, since)?;
+        } else if changed(&meta) {
+            File::open(&path)?.sync_data()?;
+        }
+    }
+    if changed(&std::fs::metadata(dir)?) {
+        File::open(dir)?.sync_all()?;
+    }
+    Ok(())
 }
 
 /// A non-empty outbox directory must carry our marker, with a record format this build reads.
@@ -496,12 +974,43 @@ fn check_marker(dir: &Path) -> Result<(), OutboxError> {
     }
 }
 
-fn bump(
-    meta: &sled::transaction::TransactionalTree,
+fn tx_err(dir: &Path, seq: u64, e: TransactionError<String>) -> OutboxError {
+    match e {
+        TransactionError::Abort(reason) => OutboxError::Record {
+            dir: dir.to_path_buf(),
+            seq,
+            reason,
+        },
+        TransactionError::Storage(source) => OutboxError::Db {
+            dir: dir.to_path_buf(),
+            source,
+        },
+    }
+}
+
+fn counter(meta: &sled::Tree, name: &[u8]) -> u64 {
+    meta.get(name)
+        .ok()
+        .flatten()
+        .map(|v| be_u64(&v))
+        .unwrap_or(0)
+}
+
+fn counter_tx(
+    meta: &TransactionalTree,
     name: &[u8],
+) -> Result<u64, ConflictableTransactionError<String>> {
+    Ok(meta.get(name)?.map(|v| be_u64(&v)).unwrap_or(0))
+}
+
+/// Adds `delta` to a counter, saturating at 0 (a counter never wraps).
+fn add(
+    meta: &TransactionalTree,
+    name: &[u8],
+    delta: i64,
 ) -> Result<(), ConflictableTransactionError<String>> {
-    let n = meta.get(name)?.map(|v| be_u64(&v)).unwrap_or(0);
-    meta.insert(name, &(n + 1).to_be_bytes())?;
+    let n = counter_tx(meta, name)?.saturating_add_signed(delta);
+    meta.insert(name, &n.to_be_bytes())?;
     Ok(())
 }
 

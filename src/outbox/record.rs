@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use crate::wire::ReadMessage;
 
 pub const RECORD_VERSION: u8 = 1;
-const FLAG_CROP: u8 = 1;
+pub(super) const FLAG_CROP: u8 = 1;
 const HEADER: usize = 1 + 1 + 8 + 4;
 
 #[derive(Debug, Clone, PartialEq)]
