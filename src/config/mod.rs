@@ -109,6 +109,10 @@ pub struct MqttConfig {
     /// On shutdown, how long to wait for outstanding acknowledgements.
     #[serde(with = "units::duration")]
     pub drain_timeout: Duration,
+    /// A connected session whose handed reads get no PUBACK for this long is dropped and a new
+    /// one started (everything still stored is handed again).
+    #[serde(with = "units::duration")]
+    pub ack_timeout: Duration,
     /// Largest MQTT packet sent or accepted (a read with its crop must fit).
     #[serde(with = "units::bytes")]
     pub max_packet_size: ByteSize,
@@ -130,6 +134,7 @@ impl Default for MqttConfig {
             health_interval: Duration::from_secs(30),
             reconnect_max: Duration::from_secs(30),
             drain_timeout: Duration::from_secs(5),
+            ack_timeout: Duration::from_secs(30),
             max_packet_size: ByteSize::mib(1),
         }
     }

@@ -336,6 +336,14 @@ fn semantic_checks_report_key_and_line() {
         ("[mqtt]\ninflight = 101", "mqtt.inflight", 2),
         ("[mqtt]\nhealth_interval = \"0s\"", "mqtt.health_interval", 2),
         ("[mqtt]\nreconnect_max = \"0s\"", "mqtt.reconnect_max", 2),
+        ("[mqtt]\nack_timeout = \"500ms\"", "mqtt.ack_timeout", 2),
+        ("[mqtt]\nack_timeout = \"2h\"", "mqtt.ack_timeout", 2),
+        // A password over plain TCP is refused, not warned about.
+        (
+            "[mqtt]\nusername = \"u\"\npassword_file = \"/pw\"",
+            "mqtt.username",
+            2,
+        ),
         ("[mqtt]\nmax_packet_size = \"1 KiB\"", "mqtt.max_packet_size", 2),
         ("[mqtt]\nmax_packet_size = \"1 GiB\"", "mqtt.max_packet_size", 2),
         // Absent keys point at their table.

@@ -1,5 +1,6 @@
 //! The publisher task: connection lifecycle, window filling, acks, health and the shutdown drain.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -31,11 +32,15 @@ const EVENT_BUFFER: usize = 256;
 const EVENT_BATCH: usize = 64;
 /// After the drain, how long the retained offline status and the DISCONNECT may take at least.
 const GOODBYE_MIN: Duration = Duration::from_secs(1);
+/// Attempts at an outbox call before the publisher gives up (and the process ends).
+const OUTBOX_ATTEMPTS: u32 = 3;
 
 /// Delivers the outbox to the broker until `shutdown` is cancelled; see the module doc of `publish`.
 ///
-/// Returns an error only for bad settings (at start) and for outbox failures; broker and network
-/// errors are logged and retried forever.
+/// Returns an error only for bad settings (at start) and for outbox failures that persist over
+/// `OUTBOX_ATTEMPTS` tries; broker and network errors are logged and retried forever. The caller
+/// (`pipeline::run`) ends the process on such an error: a unit that reads but cannot deliver
+/// must be restarted, not left running.
 pub async fn run(
     settings: PublishSettings,
     outbox: Arc<Outbox>,
@@ -78,6 +83,7 @@ pub async fn run(
         more: true,
         desync: false,
         completed: Vec::new(),
+        waiting_since: Instant::now(),
         health_tick,
         logs,
     };
@@ -98,9 +104,8 @@ pub async fn run(
                     retry_in_ms = delay.as_millis() as u64,
                     "MQTT connection failed"
                 );
-                tokio::select! {
-                    _ = tokio::time::sleep(delay) => {}
-                    _ = publisher.shutdown.cancelled() => break,
+                if !publisher.sleep_alive(delay).await {
+                    break;
                 }
             }
         }
@@ -179,6 +184,9 @@ struct Publisher {
     desync: bool,
     /// Records whose every publish was acked, not yet removed from the outbox.
     completed: Vec<u64>,
+    /// Since when the open reads have waited without any PUBACK (meaningful while reads are
+    /// open): past `mqtt.ack_timeout` the session is given up.
+    waiting_since: Instant,
     health_tick: tokio::time::Interval,
     /// Log events to forward on `logs` (QoS 0): only while connected; the queue drops the excess.
     logs: Option<mpsc::Receiver<Vec<u8>>>,
@@ -202,6 +210,7 @@ impl Publisher {
         let mut rescan = tokio::time::interval(RESCAN);
         rescan.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
+            self.metrics.publish_progress.fetch_add(1, Ordering::Relaxed);
             tokio::select! {
                 _ = self.shutdown.cancelled() => {
                     if connected {
@@ -257,19 +266,36 @@ impl Publisher {
                 _ = rescan.tick() => self.more = true,
                 _ = self.health_tick.tick(), if connected => {
                     let payload = self.health_payload().await?;
-                    // Retained, so a fleet view sees every unit's latest health at once.
-                    if let Err(e) = self.hand_control(&conn, &self.topics.health.clone(), QoS::AtMostOnce, true, payload) {
-                        return Ok(SessionEnd::Lost { error: e, connected });
+                    // Retained, so a fleet view sees every unit's latest health at once. QoS 0: a
+                    // full request queue skips this one (the next tick sends a fresh one) rather
+                    // than tear down a working connection.
+                    if self.hand_control(&conn, &self.topics.health.clone(), QoS::AtMostOnce, true, payload).is_err() {
+                        debug!("request queue full; health message skipped");
                     }
                 }
                 log = next_log(&mut self.logs), if connected => match log {
                     Some(payload) => {
-                        if let Err(e) = self.hand_control(&conn, &self.topics.logs.clone(), QoS::AtMostOnce, false, payload) {
-                            return Ok(SessionEnd::Lost { error: e, connected });
+                        // A burst of log events (say, while a big crop is being written) can fill
+                        // the request queue: drop and count the event, keep the connection.
+                        if self.hand_control(&conn, &self.topics.logs.clone(), QoS::AtMostOnce, false, payload).is_err() {
+                            self.metrics.logs_dropped.fetch_add(1, Ordering::Relaxed);
                         }
                     }
                     None => self.logs = None,
                 },
+            }
+            if connected
+                && self.ledger.open_reads() > 0
+                && self.waiting_since.elapsed() >= self.settings.mqtt.ack_timeout
+            {
+                return Ok(SessionEnd::Lost {
+                    error: format!(
+                        "no PUBACK for {:?} with {} reads open (mqtt.ack_timeout)",
+                        self.settings.mqtt.ack_timeout,
+                        self.ledger.open_reads()
+                    ),
+                    connected,
+                });
             }
             if connected {
                 if let Err(e) = self.fill_window(&conn).await? {
@@ -291,6 +317,7 @@ impl Publisher {
         if !session_present {
             self.ledger.reset();
         }
+        self.waiting_since = Instant::now();
         self.more = true;
         let online = self.online.clone();
         let status = self.topics.status.clone();
@@ -315,6 +342,7 @@ impl Publisher {
                 }
             },
             Event::Incoming(Incoming::PubAck(ack)) => {
+                self.waiting_since = Instant::now();
                 if let Some(seq) = self.ledger.on_puback(ack.pkid) {
                     self.completed.push(seq);
                 }
@@ -333,17 +361,15 @@ impl Publisher {
         let removed = self
             .blocking("remove", move || {
                 let mut removed = 0u64;
-                for seq in seqs {
-                    // `false`: evicted meanwhile, or acked twice after a re-send: gone either way.
+                for &seq in &seqs {
+                    // `false`: evicted meanwhile, acked twice after a re-send, or removed by an
+                    // earlier attempt of this call: gone either way.
                     removed += u64::from(outbox.remove(seq)?);
                 }
                 Ok(removed)
             })
             .await?;
         self.report.acked += removed;
-        if removed > 0 {
-            self.metrics.tick();
-        }
         Ok(())
     }
 
@@ -376,13 +402,8 @@ impl Publisher {
     fn hand_read(
         &mut self,
         conn: &Conn,
-        record: StoredRead,
+        mut record: StoredRead,
     ) -> Result<Result<(), String>, PublishError> {
-        let json = serde_json::to_vec(&record.message).map_err(|source| PublishError::Encode {
-            seq: record.seq,
-            topic: self.topics.reads.clone(),
-            source,
-        })?;
         let crop_topic = self.topics.crop(&record.message.id);
         // Topic, length fields and packet id: generous, the limit is a MiB or more.
         let overhead = crop_topic.len() + 16;
@@ -398,10 +419,21 @@ impl Publisher {
                     max_packet_size = limit,
                     "crop exceeds mqtt.max_packet_size; sending the read without it"
                 );
+                // The read must not advertise a crop that will never be published.
+                record.message.crop = None;
                 None
             }
             other => other,
         };
+        let json = serde_json::to_vec(&record.message).map_err(|source| PublishError::Encode {
+            seq: record.seq,
+            topic: self.topics.reads.clone(),
+            source,
+        })?;
+        if self.ledger.open_reads() == 0 {
+            // The ack timeout counts from the first read handed into an empty window.
+            self.waiting_since = Instant::now();
+        }
         let parts = if crop.is_some() { 2 } else { 1 };
         if let Err(e) =
             conn.client
@@ -523,24 +555,54 @@ impl Publisher {
         Ok(true)
     }
 
-    /// Outbox calls touch the disk (sled): run them off the runtime's worker threads.
+    /// Outbox calls touch the disk (sled): run them off the runtime's worker threads. A failure
+    /// is retried (a moment of I/O trouble must not end delivery); one that persists is returned.
     async fn blocking<T: Send + 'static>(
         &self,
         op: &'static str,
-        f: impl FnOnce() -> Result<T, crate::outbox::OutboxError> + Send + 'static,
+        f: impl Fn() -> Result<T, crate::outbox::OutboxError> + Send + Sync + 'static,
     ) -> Result<T, PublishError> {
-        match tokio::task::spawn_blocking(f).await {
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(source)) => Err(PublishError::Outbox {
-                op,
-                url: self.settings.mqtt.url.clone(),
-                source,
-            }),
-            Err(e) => Err(PublishError::Worker {
-                op,
-                reason: e.to_string(),
-            }),
+        let f = Arc::new(f);
+        let mut attempt = 1;
+        loop {
+            let call = f.clone();
+            match tokio::task::spawn_blocking(move || call()).await {
+                Ok(Ok(v)) => return Ok(v),
+                Ok(Err(e)) if attempt < OUTBOX_ATTEMPTS => {
+                    warn!(op, attempt, error = %e, "outbox call failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await;
+                    attempt += 1;
+                }
+                Ok(Err(source)) => {
+                    return Err(PublishError::Outbox {
+                        op,
+                        url: self.settings.mqtt.url.clone(),
+                        source,
+                    })
+                }
+                Err(e) => {
+                    return Err(PublishError::Worker {
+                        op,
+                        reason: e.to_string(),
+                    })
+                }
+            }
         }
+    }
+
+    /// Waits `delay` (a reconnect backoff) while still showing the watchdog that the publisher is
+    /// alive. Returns false when shutdown was requested meanwhile.
+    async fn sleep_alive(&self, delay: Duration) -> bool {
+        let until = Instant::now() + delay;
+        while Instant::now() < until {
+            self.metrics.publish_progress.fetch_add(1, Ordering::Relaxed);
+            let step = until.saturating_duration_since(Instant::now()).min(RESCAN);
+            tokio::select! {
+                _ = tokio::time::sleep(step) => {}
+                _ = self.shutdown.cancelled() => return false,
+            }
+        }
+        true
     }
 }
 
