@@ -503,3 +503,85 @@ async fn a_crop_dropped_for_size_is_not_advertised_in_its_read() {
     assert!(wait_for_empty(&rig.outbox, Duration::from_secs(5)).await);
     rig.stop().await;
 }
+
+/// Publishes one retained QoS 1 message and waits for its PUBACK.
+async fn publish_retained(port: u16, topic: &str, payload: &[u8]) {
+    let mut opts = rumqttc::MqttOptions::new(
+        format!("pub-{}", support::mosquitto::free_port()),
+        "127.0.0.1",
+        port,
+    );
+    opts.set_keep_alive(Duration::from_secs(30));
+    let (client, mut eventloop) = rumqttc::AsyncClient::new(opts, 8);
+    client
+        .publish(topic, rumqttc::QoS::AtLeastOnce, true, payload.to_vec())
+        .await
+        .expect("queue publish");
+    tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            if let rumqttc::Event::Incoming(rumqttc::Incoming::PubAck(_)) =
+                eventloop.poll().await.expect("publish connection")
+            {
+                return;
+            }
+        }
+    })
+    .await
+    .expect("PUBACK in time");
+}
+
+fn platecam_cli(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(support::daemon::bin())
+        .args(args)
+        .output()
+        .expect("run platecam")
+}
+
+/// 15.4: `fleet` and `logs` tell scripts the truth: an unreachable broker is a non-zero exit with
+/// a message on stderr, not exit 0 and an empty table.
+#[test]
+fn watchers_exit_non_zero_when_the_broker_cannot_be_reached() {
+    let down = Mosquitto::down();
+    let url = down.url();
+    for args in [
+        vec!["fleet", "--broker", &url, "--wait", "1s"],
+        vec!["logs", "--broker", &url, "--device", "+", "--wait", "1s"],
+    ] {
+        let out = platecam_cli(&args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?}: {:?}", out.status);
+        assert!(
+            stderr.contains("cannot reach the broker"),
+            "{args:?}: {stderr}"
+        );
+        assert!(out.stdout.is_empty(), "{args:?}: nothing on stdout");
+    }
+}
+
+/// 12.12: what any client published under the prefix reaches the operator's terminal escaped:
+/// no terminal control sequence from the broker is printed as is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fleet_prints_broker_strings_escaped() {
+    let broker = Mosquitto::start();
+    let evil = r#"{"state":"online\u001b[2J","version":"1\u001b]0;pwned\u0007\u009b"}"#;
+    publish_retained(broker.port, "platecam/evil/status", evil.as_bytes()).await;
+    let url = broker.url();
+    for json in [false, true] {
+        let mut args: Vec<String> = ["fleet", "--broker", &url, "--wait", "1s"].map(String::from).into();
+        if json {
+            args.push("--json".into());
+        }
+        let out = tokio::task::spawn_blocking(move || {
+            platecam_cli(&args.iter().map(String::as_str).collect::<Vec<_>>())
+        })
+            .await
+            .expect("cli thread");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(stdout.contains("evil"), "{stdout}");
+        assert!(
+            !stdout.chars().any(|c| c.is_control() && c != '\n'),
+            "control characters printed: {stdout:?}"
+        );
+    }
+}
