@@ -585,3 +585,29 @@ async fn fleet_prints_broker_strings_escaped() {
         );
     }
 }
+
+/// 15.2: two units with one id (a cloned image) on a real mosquitto: each connect closes the
+/// other's session; the publishers notice, count it in `session_takeovers` and log it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_units_with_one_id_count_session_takeovers() {
+    let broker = Mosquitto::start();
+    let mut a = Rig::new("t-clone");
+    let mut b = Rig::new("t-clone");
+    a.start(&broker.url(), |_| {});
+    b.start(&broker.url(), |_| {});
+    let takeovers = |r: &Rig| {
+        r.metrics
+            .session_takeovers
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    let until = tokio::time::Instant::now() + Duration::from_secs(20);
+    while takeovers(&a) + takeovers(&b) == 0 && tokio::time::Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        takeovers(&a) + takeovers(&b) > 0,
+        "the fight for one client id is noticed"
+    );
+    a.stop().await;
+    b.stop().await;
+}

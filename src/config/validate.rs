@@ -40,7 +40,7 @@ pub(super) fn run_checks(config: &Config, lines: &KeyLines) -> Vec<Problem> {
 /// Topic levels must not contain MQTT wildcards or separators, or a read would be published to
 /// (or subscribed from) the wrong topic; control characters and spaces are refused as well
 /// because they are invisible in logs and dashboards.
-fn topic_level_error(s: &str) -> Option<String> {
+pub(crate) fn topic_level_error(s: &str) -> Option<String> {
     if let Some(c) = s
         .chars()
         .find(|c| matches!(c, '/' | '+' | '#') || c.is_whitespace() || c.is_control())

@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 
 use rumqttc::{
     AsyncClient, ConnectionError, Event, EventLoop, Incoming, MqttOptions, NetworkOptions,
-    Outgoing, QoS,
+    Outgoing, QoS, StateError,
 };
 use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinHandle;
@@ -88,16 +88,37 @@ pub async fn run(
         logs,
     };
     let mut backoff = Backoff::new(publisher.settings.mqtt.reconnect_max);
+    let mut takeovers = Takeovers::default();
     loop {
         let conn = Conn::open(options.clone(), &publisher.settings);
         match publisher.session(conn).await? {
             SessionEnd::Shutdown => break,
-            SessionEnd::Lost { error, connected } => {
+            SessionEnd::Lost {
+                error,
+                connected,
+                closed_by_broker,
+            } => {
                 publisher.report.connection_errors += 1;
                 if connected {
                     backoff.reset();
                 }
-                let delay = backoff.next_delay();
+                let mut delay = backoff.next_delay();
+                if closed_by_broker {
+                    let verdict = takeovers.on_closed(Instant::now());
+                    if verdict.takeover {
+                        publisher.metrics.session_takeovers.fetch_add(1, Ordering::Relaxed);
+                        tracing::error!(
+                            client_id = %publisher.settings.client_id,
+                            device = %publisher.settings.device_id,
+                            in_a_row = verdict.in_a_row,
+                            "the broker keeps closing our session: another client is probably \
+                             connected with our client id (a cloned unit?); set device.id"
+                        );
+                    }
+                    if let Some(long) = verdict.back_off {
+                        delay = delay.max(long);
+                    }
+                }
                 warn!(
                     broker = %publisher.settings.mqtt.url,
                     error = %error,
@@ -163,7 +184,13 @@ async fn forward_events(
 
 enum SessionEnd {
     Shutdown,
-    Lost { error: String, connected: bool },
+    /// `connected`: a ConnAck came on this connection. `closed_by_broker`: the broker closed a
+    /// connected session (in MQTT 3.1.1 the only sign of another client taking our id over).
+    Lost {
+        error: String,
+        connected: bool,
+        closed_by_broker: bool,
+    },
 }
 
 struct Publisher {
@@ -223,6 +250,7 @@ impl Publisher {
                     // in one outbox call rather than one per PUBACK.
                     let mut next = event;
                     let mut lost = None;
+                    let mut closed_by_broker = false;
                     for handled in 1.. {
                         match next {
                             Some(Ok(event)) => {
@@ -233,6 +261,8 @@ impl Publisher {
                                 self.on_event(&event);
                             }
                             Some(Err(e)) => {
+                                closed_by_broker = connected
+                                    && matches!(e, ConnectionError::MqttState(StateError::ConnectionAborted));
                                 lost = Some(e.to_string());
                                 break;
                             }
@@ -252,13 +282,14 @@ impl Publisher {
                     // PUBACKs received before a failure are still valid.
                     self.remove_completed().await?;
                     if let Some(error) = lost {
-                        return Ok(SessionEnd::Lost { error, connected });
+                        return Ok(SessionEnd::Lost { error, connected, closed_by_broker });
                     }
                     if self.desync {
                         // Start over on a fresh connection rather than remove the wrong record.
                         return Ok(SessionEnd::Lost {
                             error: "publish/PUBACK correlation lost".into(),
                             connected,
+                            closed_by_broker: false,
                         });
                     }
                 }
@@ -295,6 +326,7 @@ impl Publisher {
                         self.ledger.open_reads()
                     ),
                     connected,
+                    closed_by_broker: false,
                 });
             }
             if connected {
@@ -302,6 +334,7 @@ impl Publisher {
                     return Ok(SessionEnd::Lost {
                         error: e,
                         connected,
+                        closed_by_broker: false,
                     });
                 }
             }
@@ -606,6 +639,44 @@ impl Publisher {
     }
 }
 
+/// Two closes by the broker this close together look like another client fighting for our id.
+const TAKEOVER_GAP: Duration = Duration::from_secs(60);
+/// After this many takeovers in a row, wait `TAKEOVER_BACKOFF` instead of fighting on.
+const TAKEOVER_LIMIT: u32 = 3;
+const TAKEOVER_BACKOFF: Duration = Duration::from_secs(300);
+
+/// Tells session takeovers (another client with our id: the broker closes us each time it
+/// connects) from a broker that closed us once (a restart).
+#[derive(Debug, Default)]
+struct Takeovers {
+    last_close: Option<Instant>,
+    in_a_row: u32,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+struct TakeoverVerdict {
+    takeover: bool,
+    in_a_row: u32,
+    /// A longer wait before reconnecting, instead of kicking the other client off again.
+    back_off: Option<Duration>,
+}
+
+impl Takeovers {
+    /// The broker closed a connected session at `now`.
+    fn on_closed(&mut self, now: Instant) -> TakeoverVerdict {
+        let takeover = self
+            .last_close
+            .is_some_and(|t| now.duration_since(t) < TAKEOVER_GAP);
+        self.last_close = Some(now);
+        self.in_a_row = if takeover { self.in_a_row + 1 } else { 0 };
+        TakeoverVerdict {
+            takeover,
+            in_a_row: self.in_a_row,
+            back_off: (self.in_a_row >= TAKEOVER_LIMIT).then_some(TAKEOVER_BACKOFF),
+        }
+    }
+}
+
 /// Capped exponential backoff with jitter, so a fleet does not reconnect in lock-step.
 #[derive(Debug)]
 struct Backoff {
@@ -641,6 +712,23 @@ impl Backoff {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn repeated_closes_by_the_broker_are_takeovers_and_end_in_a_long_back_off() {
+        let mut t = Takeovers::default();
+        let start = Instant::now();
+        // One close (a broker restart) is not a takeover.
+        assert!(!t.on_closed(start).takeover);
+        let second = t.on_closed(start + Duration::from_secs(2));
+        assert_eq!((second.takeover, second.back_off), (true, None));
+        assert!(t.on_closed(start + Duration::from_secs(4)).back_off.is_none());
+        let fourth = t.on_closed(start + Duration::from_secs(6));
+        assert_eq!(fourth.in_a_row, TAKEOVER_LIMIT);
+        assert_eq!(fourth.back_off, Some(TAKEOVER_BACKOFF));
+        // Long after: a single close again.
+        let later = t.on_closed(start + Duration::from_secs(600));
+        assert_eq!((later.takeover, later.in_a_row, later.back_off), (false, 0, None));
+    }
 
     #[test]
     fn backoff_doubles_to_the_cap_with_jitter() {
