@@ -105,8 +105,8 @@ impl Metrics {
                 .cameras()
                 .into_iter()
                 .map(|(name, cam)| {
-                    let streaming = *cam.state.lock().unwrap_or_else(|e| e.into_inner())
-                        == "streaming";
+                    let streaming =
+                        *cam.state.lock().unwrap_or_else(|e| e.into_inner()) == "streaming";
                     (name, cam.frames.load(Ordering::Relaxed), streaming)
                 })
                 .collect(),
@@ -352,7 +352,10 @@ mod tests {
         // Reconnecting (its own backoff) or just started streaming: not a stall.
         assert_eq!(stalled_stage(&before, &progress(11, 11, 100, false)), None);
         let reconnecting = progress(10, 10, 100, false);
-        assert_eq!(stalled_stage(&reconnecting, &progress(11, 11, 100, true)), None);
+        assert_eq!(
+            stalled_stage(&reconnecting, &progress(11, 11, 100, true)),
+            None
+        );
     }
 
     #[test]

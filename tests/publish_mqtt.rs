@@ -388,7 +388,10 @@ async fn a_burst_of_log_events_never_drops_the_connection() {
         .collect();
     let (tx, rx) = tokio::sync::mpsc::channel(256);
     for i in 0..256 {
-        let event = format!(r#"{{"level":"WARN","message":"burst {i}","pad":"{}"}}"#, "x".repeat(512));
+        let event = format!(
+            r#"{{"level":"WARN","message":"burst {i}","pad":"{}"}}"#,
+            "x".repeat(512)
+        );
         tx.try_send(event.into_bytes()).expect("queue a log event");
     }
     rig.start_with_logs(&broker.url(), Some(rx), |_| {});
@@ -496,10 +499,16 @@ async fn a_crop_dropped_for_size_is_not_advertised_in_its_read() {
         .collect();
     assert_eq!(reads.len(), 2);
     assert_eq!(reads[0].id, big.message.id);
-    assert!(reads[0].crop.is_none(), "no crop advertised: {:?}", reads[0].crop);
+    assert!(
+        reads[0].crop.is_none(),
+        "no crop advertised: {:?}",
+        reads[0].crop
+    );
     assert_eq!(reads[1].id, small[0].1);
     assert!(reads[1].crop.is_some());
-    assert!(!msgs.iter().any(|m| m.topic == rig.topic(&format!("crops/{}", big.message.id))));
+    assert!(!msgs
+        .iter()
+        .any(|m| m.topic == rig.topic(&format!("crops/{}", big.message.id))));
     assert!(wait_for_empty(&rig.outbox, Duration::from_secs(5)).await);
     rig.stop().await;
 }
@@ -567,17 +576,23 @@ async fn fleet_prints_broker_strings_escaped() {
     publish_retained(broker.port, "platecam/evil/status", evil.as_bytes()).await;
     let url = broker.url();
     for json in [false, true] {
-        let mut args: Vec<String> = ["fleet", "--broker", &url, "--wait", "1s"].map(String::from).into();
+        let mut args: Vec<String> = ["fleet", "--broker", &url, "--wait", "1s"]
+            .map(String::from)
+            .into();
         if json {
             args.push("--json".into());
         }
         let out = tokio::task::spawn_blocking(move || {
             platecam_cli(&args.iter().map(String::as_str).collect::<Vec<_>>())
         })
-            .await
-            .expect("cli thread");
+        .await
+        .expect("cli thread");
         let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         assert!(stdout.contains("evil"), "{stdout}");
         assert!(
             !stdout.chars().any(|c| c.is_control() && c != '\n'),

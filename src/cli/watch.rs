@@ -68,7 +68,10 @@ async fn subscribe(
                 Ok(Event::Incoming(Incoming::ConnAck(ack)))
                     if ack.code != rumqttc::ConnectReturnCode::Success =>
                 {
-                    return Err(anyhow::anyhow!("the broker refused the connection: {:?}", ack.code));
+                    return Err(anyhow::anyhow!(
+                        "the broker refused the connection: {:?}",
+                        ack.code
+                    ));
                 }
                 Ok(_) => {}
                 Err(e) => return Err(anyhow::Error::new(e)),
@@ -197,7 +200,8 @@ pub fn logs(
 /// Characters a terminal may act on rather than show: C0/C1 controls (escape sequences can
 /// retitle the window, rewrite the screen or worse) and the bidi overrides that reorder text.
 fn is_unsafe(c: char) -> bool {
-    c.is_control() || matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    c.is_control()
+        || matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
 }
 
 /// A string from the broker (any client may publish under the prefix), made safe to print: one

@@ -285,9 +285,7 @@ impl Config {
         }
         static DEFAULT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
         DEFAULT
-            .get_or_init(|| {
-                default_device_id(std::path::Path::new(MACHINE_ID), &self.storage.dir)
-            })
+            .get_or_init(|| default_device_id(std::path::Path::new(MACHINE_ID), &self.storage.dir))
             .clone()
     }
 

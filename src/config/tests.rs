@@ -485,14 +485,24 @@ fn default_device_id_differs_per_machine_and_is_kept_without_a_machine_id() {
     assert!(!a.contains("0123456789ab"), "never the raw machine id: {a}");
     assert_eq!(super::default_device_id(&mid, &state), a, "stable");
     std::fs::write(&mid, "fedcba9876543210fedcba9876543210\n").unwrap();
-    assert_ne!(super::default_device_id(&mid, &state), a, "a cloned image's new id");
-    assert!(!state.exists(), "nothing written when there is a machine id");
+    assert_ne!(
+        super::default_device_id(&mid, &state),
+        a,
+        "a cloned image's new id"
+    );
+    assert!(
+        !state.exists(),
+        "nothing written when there is a machine id"
+    );
 
     // No machine id (or an image's first boot): made once, kept in the state directory.
     std::fs::write(&mid, "uninitialized\n").unwrap();
     let made = super::default_device_id(&mid, &state);
     assert!(made.starts_with("pc-") && made.len() == 15, "{made}");
-    assert_eq!(super::default_device_id(&dir.path().join("none"), &state), made);
+    assert_eq!(
+        super::default_device_id(&dir.path().join("none"), &state),
+        made
+    );
     let other = super::default_device_id(&mid, &dir.path().join("state2"));
     assert_ne!(other, made, "another unit makes another id");
 }

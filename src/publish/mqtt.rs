@@ -106,7 +106,10 @@ pub async fn run(
                 if closed_by_broker {
                     let verdict = takeovers.on_closed(Instant::now());
                     if verdict.takeover {
-                        publisher.metrics.session_takeovers.fetch_add(1, Ordering::Relaxed);
+                        publisher
+                            .metrics
+                            .session_takeovers
+                            .fetch_add(1, Ordering::Relaxed);
                         tracing::error!(
                             client_id = %publisher.settings.client_id,
                             device = %publisher.settings.device_id,
@@ -237,7 +240,9 @@ impl Publisher {
         let mut rescan = tokio::time::interval(RESCAN);
         rescan.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
-            self.metrics.publish_progress.fetch_add(1, Ordering::Relaxed);
+            self.metrics
+                .publish_progress
+                .fetch_add(1, Ordering::Relaxed);
             tokio::select! {
                 _ = self.shutdown.cancelled() => {
                     if connected {
@@ -628,7 +633,9 @@ impl Publisher {
     async fn sleep_alive(&self, delay: Duration) -> bool {
         let until = Instant::now() + delay;
         while Instant::now() < until {
-            self.metrics.publish_progress.fetch_add(1, Ordering::Relaxed);
+            self.metrics
+                .publish_progress
+                .fetch_add(1, Ordering::Relaxed);
             let step = until.saturating_duration_since(Instant::now()).min(RESCAN);
             tokio::select! {
                 _ = tokio::time::sleep(step) => {}
@@ -721,13 +728,19 @@ mod tests {
         assert!(!t.on_closed(start).takeover);
         let second = t.on_closed(start + Duration::from_secs(2));
         assert_eq!((second.takeover, second.back_off), (true, None));
-        assert!(t.on_closed(start + Duration::from_secs(4)).back_off.is_none());
+        assert!(t
+            .on_closed(start + Duration::from_secs(4))
+            .back_off
+            .is_none());
         let fourth = t.on_closed(start + Duration::from_secs(6));
         assert_eq!(fourth.in_a_row, TAKEOVER_LIMIT);
         assert_eq!(fourth.back_off, Some(TAKEOVER_BACKOFF));
         // Long after: a single close again.
         let later = t.on_closed(start + Duration::from_secs(600));
-        assert_eq!((later.takeover, later.in_a_row, later.back_off), (false, 0, None));
+        assert_eq!(
+            (later.takeover, later.in_a_row, later.back_off),
+            (false, 0, None)
+        );
     }
 
     #[test]
