@@ -626,3 +626,26 @@ async fn two_units_with_one_id_count_session_takeovers() {
     a.stop().await;
     b.stop().await;
 }
+
+/// The passes flushed at shutdown are stored just before the publisher is told to stop: the drain
+/// delivers them too, not only what was already in flight.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_drain_delivers_reads_stored_just_before_the_stop() {
+    let broker = Mosquitto::start();
+    let mut rig = Rig::new("t-lastreads");
+    let mut sub = Subscriber::connect(broker.port, &rig.topic("status")).await;
+    rig.start(&broker.url(), |_| {});
+    sub.next(Duration::from_secs(10)).await.expect("online");
+    // Stored without a wake-up, then the stop at once: as the pipeline does at shutdown.
+    for i in 0..5u64 {
+        rig.outbox
+            .append(
+                sample_read(&rig.device, &format!("LS{i:04}")),
+                fake_crop(i, 2000),
+            )
+            .expect("append");
+    }
+    let report = rig.stop().await;
+    assert_eq!(report.acked, 5, "{report:?}");
+    assert_eq!(rig.outbox.stats().count, 0);
+}

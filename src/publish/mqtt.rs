@@ -418,7 +418,7 @@ impl Publisher {
         // Refilled after every batch of events, not at a low-water mark: a window that waits for
         // several PUBACKs stalls ~40 ms per round on brokers that Nagle their small PUBACKs
         // (mosquitto's default) against our delayed TCP ACKs.
-        while self.more && self.ledger.open_reads() < window && !self.shutdown.is_cancelled() {
+        while self.more && self.ledger.open_reads() < window {
             let room = window - self.ledger.open_reads();
             let after = self.ledger.last_handed();
             let outbox = self.outbox.clone();
@@ -522,11 +522,27 @@ impl Publisher {
         })
     }
 
-    /// Shutdown on a live connection: no new reads, wait for outstanding acks up to
+    /// Shutdown on a live connection: hand what is stored and wait for the acks, up to
     /// `drain_timeout`, then the retained offline status and a clean DISCONNECT.
     async fn drain(&mut self, conn: &mut Conn) -> Result<(), PublishError> {
         let deadline = Instant::now() + self.settings.mqtt.drain_timeout;
-        let alive = self.wait(conn, deadline, |l| l.open_reads() == 0).await?;
+        // The passes flushed at shutdown were stored just before the stop (the pipeline stores
+        // them first): hand whatever is stored too, not only what was in flight, until the
+        // outbox is empty or the drain time is up.
+        self.more = true;
+        let alive = loop {
+            if let Err(e) = self.fill_window(conn).await? {
+                debug!(error = %e, "cannot hand more reads while draining");
+                break false;
+            }
+            let open = self.ledger.open_reads();
+            if open == 0 || Instant::now() >= deadline {
+                break true;
+            }
+            if !self.wait(conn, deadline, |l| l.open_reads() < open).await? {
+                break false;
+            }
+        };
         self.report.unacked_at_shutdown = self.ledger.open_reads() as u64;
         if !alive {
             return Ok(());
