@@ -165,11 +165,7 @@ pub async fn run(
         }
     }
     publish_stop.cancel();
-    match publisher.await {
-        Ok(Ok(_report)) => {}
-        Ok(Err(e)) => tracing::error!(error = %e, "publisher ended with an error"),
-        Err(e) => tracing::error!(error = %e, "publisher task failed"),
-    }
+    let published = publisher.await;
     let unsent = outbox.stats().count;
     log_counts(&metrics);
     tracing::info!(
@@ -177,6 +173,10 @@ pub async fn run(
         unsent,
         "stopped; unsent reads stay in the outbox for the next start"
     );
+    // A publisher that failed while draining makes the exit status say so.
+    if !matches!(published, Ok(Ok(_))) {
+        return Err(publisher_gone(published));
+    }
     Ok(RunSummary {
         reads_accepted: accepted,
         reads_unsent: unsent,
