@@ -130,7 +130,17 @@ prefix=$(toml_get mqtt prefix <<<"$config")
 device=$(toml_get device id <<<"$config")
 url=${url:-mqtt://localhost:1883}
 prefix=${prefix:-platecam}
-[ -n "$device" ] || device=$(remote hostname)
+if [ -z "$device" ]; then
+  # The daemon's default id (device.id in docs/configuration.md): from the machine id, else the
+  # one it made and kept in its storage directory.
+  mid=$(remote cat /etc/machine-id 2>/dev/null || true)
+  if [ -n "$mid" ] && [ "$mid" != uninitialized ]; then
+    device="pc-$(printf %s "$mid" | sha256sum | cut -c1-12)"
+  else
+    state_dir=$(toml_get storage dir <<<"$config")
+    device=$(remote_root cat "${state_dir:-/var/lib/platecam}/device-id" | tr -d '[:space:]')
+  fi
+fi
 topic="$prefix/$device/health"
 
 scheme=${url%%://*}

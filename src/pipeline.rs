@@ -45,6 +45,8 @@ pub enum PipelineError {
     },
     #[error("publisher: {0}")]
     Publish(#[from] publish::PublishError),
+    #[error("the publisher stopped before shutdown: {0}")]
+    PublisherGone(String),
 }
 
 impl PipelineError {
@@ -97,7 +99,7 @@ pub async fn run(
 
     let new_reads = Arc::new(Notify::new());
     let publish_stop = CancellationToken::new();
-    let publisher = tokio::spawn(publish::run(
+    let mut publisher = tokio::spawn(publish::run(
         PublishSettings::new(&cfg, env!("CARGO_PKG_VERSION")),
         outbox.clone(),
         new_reads.clone(),
@@ -136,6 +138,9 @@ pub async fn run(
         let _ = done_tx.send(accepted);
     });
     let mut done_rx = done_rx;
+    // The publisher only ends when told to: if it ends before, the unit would go on reading and
+    // deliver nothing, so capture is stopped (open passes are stored for the next start) and the
+    // error ends the process (non-zero: systemd restarts it).
     let accepted = tokio::select! {
         n = &mut done_rx => n.unwrap_or(0),
         _ = shutdown.cancelled() => {
@@ -144,17 +149,21 @@ pub async fn run(
             // The flushed reads must be stored before the publisher is told to stop.
             (&mut done_rx).await.unwrap_or(0)
         }
+        ended = &mut publisher => {
+            capture_stop.cancel();
+            let _ = done_rx.await;
+            return Err(publisher_gone(ended));
+        }
     };
     if !shutdown.is_cancelled() {
         tracing::info!("all sources ended; delivering what is buffered");
-        wait_outbox_empty(&outbox, cfg.mqtt.drain_timeout, &shutdown).await;
+        tokio::select! {
+            _ = wait_outbox_empty(&outbox, cfg.mqtt.drain_timeout, &shutdown) => {}
+            ended = &mut publisher => return Err(publisher_gone(ended)),
+        }
     }
     publish_stop.cancel();
-    match publisher.await {
-        Ok(Ok(_report)) => {}
-        Ok(Err(e)) => tracing::error!(error = %e, "publisher ended with an error"),
-        Err(e) => tracing::error!(error = %e, "publisher task failed"),
-    }
+    let published = publisher.await;
     let unsent = outbox.stats().count;
     log_counts(&metrics);
     tracing::info!(
@@ -162,10 +171,27 @@ pub async fn run(
         unsent,
         "stopped; unsent reads stay in the outbox for the next start"
     );
+    // A publisher that failed while draining makes the exit status say so.
+    if !matches!(published, Ok(Ok(_))) {
+        return Err(publisher_gone(published));
+    }
     Ok(RunSummary {
         reads_accepted: accepted,
         reads_unsent: unsent,
     })
+}
+
+/// The error for a publisher task that ended before it was told to stop.
+fn publisher_gone(
+    ended: Result<Result<publish::PublishReport, publish::PublishError>, tokio::task::JoinError>,
+) -> PipelineError {
+    let error = match ended {
+        Ok(Err(e)) => PipelineError::Publish(e),
+        Ok(Ok(_)) => PipelineError::PublisherGone("it returned without an error".into()),
+        Err(e) => PipelineError::PublisherGone(e.to_string()),
+    };
+    tracing::error!(error = %error, "delivery stopped; ending the process so that it restarts");
+    error
 }
 
 /// One line that says where frames went, so a run with fewer reads than expected says why.

@@ -34,8 +34,11 @@ pub struct Metrics {
     pub reads_lost: AtomicU64,
     /// Times the broker ended our session because another client connected with our id.
     pub session_takeovers: AtomicU64,
-    /// Bumped by every stage that makes progress; the watchdog checks it moves.
+    /// Bumped by the recognize loops on every turn (a frame, or an idle wait for one).
     pub progress: AtomicU64,
+    /// Bumped by the publisher on every turn of its loop, connected or not: it stops when the
+    /// publisher task is dead or stuck.
+    pub publish_progress: AtomicU64,
     /// Log events the MQTT forwarder dropped (shared with `LogStream::dropped`).
     pub logs_dropped: Arc<AtomicU64>,
 }
@@ -64,6 +67,7 @@ impl Default for Metrics {
             reads_lost: AtomicU64::new(0),
             session_takeovers: AtomicU64::new(0),
             progress: AtomicU64::new(0),
+            publish_progress: AtomicU64::new(0),
             logs_dropped: Arc::default(),
         }
     }
@@ -91,6 +95,61 @@ impl Metrics {
     pub fn tick(&self) {
         self.progress.fetch_add(1, Ordering::Relaxed);
     }
+
+    /// What the watchdog compares between two checks.
+    pub fn progress_snapshot(&self) -> Progress {
+        Progress {
+            recognize: self.progress.load(Ordering::Relaxed),
+            publish: self.publish_progress.load(Ordering::Relaxed),
+            cameras: self
+                .cameras()
+                .into_iter()
+                .map(|(name, cam)| {
+                    let streaming =
+                        *cam.state.lock().unwrap_or_else(|e| e.into_inner()) == "streaming";
+                    (name, cam.frames.load(Ordering::Relaxed), streaming)
+                })
+                .collect(),
+        }
+    }
+}
+
+/// The per-stage progress counters at one moment (see [`stalled_stage`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Progress {
+    pub recognize: u64,
+    pub publish: u64,
+    /// Per camera: name, frames captured, and whether the capture thread says it is streaming.
+    pub cameras: Vec<(String, u64, bool)>,
+}
+
+/// The watchdog's rule: the unit is working (pet) only if every stage moved between two checks.
+/// Returns the first stage that did not, for the log line.
+///
+/// - recognize: its loop turns on every frame and at least once a second while idle, so a frozen
+///   count means inference (or the outbox append) is stuck.
+/// - publish: its loop turns at least once a second, connected or backing off, so a frozen count
+///   means the publisher task died or hangs. A broker that is reachable but never acknowledges is
+///   the publisher's own business (`mqtt.ack_timeout` ends that session), not the watchdog's.
+/// - capture: a camera that was streaming at both checks must have delivered frames in between; a
+///   frozen count there means the capture thread is blocked inside the driver (a hung ioctl). A
+///   camera that is reconnecting or ended is in the capture thread's own retry loop and passes.
+pub fn stalled_stage(before: &Progress, now: &Progress) -> Option<String> {
+    if now.recognize == before.recognize {
+        return Some("recognize".into());
+    }
+    if now.publish == before.publish {
+        return Some("publish".into());
+    }
+    for (name, frames, streaming) in &now.cameras {
+        let was = before.cameras.iter().find(|(n, _, _)| n == name);
+        if let Some((_, frames_before, true)) = was {
+            if *streaming && frames == frames_before {
+                return Some(format!("capture-{name}"));
+            }
+        }
+    }
+    None
 }
 
 /// Log events on their way to MQTT: the publisher drains `rx` onto the `logs` topic.
@@ -262,7 +321,42 @@ impl TokenBucket {
 
 #[cfg(test)]
 mod tests {
-    use super::TokenBucket;
+    use super::{stalled_stage, Progress, TokenBucket};
+
+    fn progress(recognize: u64, publish: u64, frames: u64, streaming: bool) -> Progress {
+        Progress {
+            recognize,
+            publish,
+            cameras: vec![("lane1".into(), frames, streaming)],
+        }
+    }
+
+    #[test]
+    fn watchdog_pets_only_when_every_stage_moved() {
+        let before = progress(10, 10, 100, true);
+        assert_eq!(stalled_stage(&before, &progress(11, 11, 130, true)), None);
+        // A dead or stuck publisher, while capture and recognition go on.
+        assert_eq!(
+            stalled_stage(&before, &progress(11, 10, 130, true)).as_deref(),
+            Some("publish")
+        );
+        assert_eq!(
+            stalled_stage(&before, &progress(10, 11, 130, true)).as_deref(),
+            Some("recognize")
+        );
+        // A camera hung inside an ioctl: still "streaming", no frame, while recognize idles on.
+        assert_eq!(
+            stalled_stage(&before, &progress(11, 11, 100, true)).as_deref(),
+            Some("capture-lane1")
+        );
+        // Reconnecting (its own backoff) or just started streaming: not a stall.
+        assert_eq!(stalled_stage(&before, &progress(11, 11, 100, false)), None);
+        let reconnecting = progress(10, 10, 100, false);
+        assert_eq!(
+            stalled_stage(&reconnecting, &progress(11, 11, 100, true)),
+            None
+        );
+    }
 
     #[test]
     fn token_bucket_allows_a_burst_then_the_rate() {

@@ -2,14 +2,13 @@
 //! watchdog. The stages themselves are wired in `pipeline`.
 
 use std::path::Path;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
 use crate::pipeline;
-use crate::telemetry::Metrics;
+use crate::telemetry::{stalled_stage, Metrics};
 
 pub fn run(config: &Path) -> anyhow::Result<u8> {
     let cfg = match super::load_config(config, true) {
@@ -87,25 +86,31 @@ async fn stop_on_signals(shutdown: CancellationToken) {
     }
 }
 
-/// Pets the systemd watchdog only while the pipeline makes progress: a stuck inference or
-/// publisher loop stops the pets, and systemd restarts the unit.
+/// Pets the systemd watchdog only while every stage makes progress (capture, recognition and the
+/// publisher; see `telemetry::stalled_stage`): a hung camera ioctl, a stuck inference or a dead or
+/// hung publisher stops the pets, and systemd restarts the unit. A publisher that ends with an
+/// error also ends `pipeline::run`, so the process exits non-zero without waiting for the watchdog.
 async fn feed_watchdog(interval: Duration, metrics: Arc<Metrics>, shutdown: CancellationToken) {
-    let mut last = metrics.progress.load(Ordering::Relaxed);
+    let mut last = metrics.progress_snapshot();
     let mut tick = tokio::time::interval(interval / 2);
+    // The first tick is immediate: nothing can have moved yet.
+    tick.tick().await;
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             _ = shutdown.cancelled() => return,
         }
-        let now = metrics.progress.load(Ordering::Relaxed);
-        if now != last {
-            let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
-            last = now;
-        } else {
-            tracing::warn!(
-                "pipeline made no progress for {:?}; not feeding the watchdog",
+        let now = metrics.progress_snapshot();
+        match stalled_stage(&last, &now) {
+            None => {
+                let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
+            }
+            Some(stage) => tracing::warn!(
+                %stage,
+                "no progress for {:?}; not feeding the watchdog",
                 interval / 2
-            );
+            ),
         }
+        last = now;
     }
 }

@@ -35,8 +35,13 @@ struct Message {
     payload: Vec<u8>,
 }
 
-/// Connects, subscribes to `filters`, and forwards every message; errors end the stream with a
-/// message on stderr (a watcher is interactive: no reconnect loop).
+/// How long a watcher waits for the broker to accept the connection and the subscription.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Connects, subscribes to `filters`, and forwards every message. Returns only once the broker
+/// acknowledged the subscription, so an unreachable broker is an error (non-zero exit), never an
+/// empty result. A connection lost later closes the stream: the caller reports it as an error
+/// (a watcher is interactive: no reconnect loop).
 async fn subscribe(
     broker: &BrokerArgs,
     filters: &[String],
@@ -55,8 +60,34 @@ async fn subscribe(
     for filter in filters {
         client.subscribe(filter.as_str(), QoS::AtMostOnce).await?;
     }
-    let (tx, rx) = mpsc::channel(256);
     let url = broker.broker.clone();
+    let acked = tokio::time::timeout(CONNECT_TIMEOUT, async {
+        loop {
+            match eventloop.poll().await {
+                Ok(Event::Incoming(Incoming::SubAck(_))) => return Ok(()),
+                Ok(Event::Incoming(Incoming::ConnAck(ack)))
+                    if ack.code != rumqttc::ConnectReturnCode::Success =>
+                {
+                    return Err(anyhow::anyhow!(
+                        "the broker refused the connection: {:?}",
+                        ack.code
+                    ));
+                }
+                Ok(_) => {}
+                Err(e) => return Err(anyhow::Error::new(e)),
+            }
+        }
+    })
+    .await;
+    match acked {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => anyhow::bail!("cannot reach the broker {url}: {e:#}"),
+        Err(_) => anyhow::bail!(
+            "cannot reach the broker {url}: no answer within {}s",
+            CONNECT_TIMEOUT.as_secs()
+        ),
+    }
+    let (tx, rx) = mpsc::channel(256);
     tokio::spawn(async move {
         let _client = client;
         loop {
@@ -73,6 +104,7 @@ async fn subscribe(
                 Ok(_) => {}
                 Err(e) => {
                     eprintln!("platecam: broker {url}: {e}");
+                    // Dropping `tx` closes the stream: the caller exits non-zero.
                     return;
                 }
             }
@@ -117,9 +149,14 @@ pub fn logs(
             let next = if follow {
                 rx.recv().await
             } else {
-                tokio::time::timeout(wait, rx.recv()).await.ok().flatten()
+                match tokio::time::timeout(wait, rx.recv()).await {
+                    Ok(next) => next,
+                    Err(_) => break,
+                }
             };
-            let Some(msg) = next else { break };
+            let Some(msg) = next else {
+                anyhow::bail!("lost the connection to the broker {}", broker.broker)
+            };
             let Ok(event) = serde_json::from_slice::<LogMessage>(&msg.payload) else {
                 eprintln!("platecam: {}: not a log event", msg.topic);
                 continue;
@@ -128,23 +165,24 @@ pub fn logs(
                 continue;
             }
             if json {
-                println!("{}", String::from_utf8_lossy(&msg.payload));
+                println!("{}", json_line(&event)?);
             } else {
                 let unit = msg.topic.split('/').rev().nth(1).unwrap_or("?");
                 let fields: Vec<String> = event
                     .fields
                     .iter()
                     .map(|(k, v)| match v.as_str() {
-                        Some(s) => format!("{k}={}", one_line(s)),
-                        None => format!("{k}={v}"),
+                        Some(s) => format!("{}={}", printable(k), printable(s)),
+                        None => format!("{}={}", printable(k), printable(&v.to_string())),
                     })
                     .collect();
                 println!(
-                    "{} {unit} {:>5} {}: {} {}",
-                    event.at,
-                    event.level,
-                    event.target,
-                    one_line(&event.message),
+                    "{} {} {:>5} {}: {} {}",
+                    printable(&event.at),
+                    printable(unit),
+                    printable(&event.level),
+                    printable(&event.target),
+                    printable(event.message.trim_end()),
                     fields.join(" ")
                 );
                 if event.dropped > 0 {
@@ -159,9 +197,40 @@ pub fn logs(
     })
 }
 
-/// One event, one line: errors from other crates may carry newlines.
-fn one_line(s: &str) -> String {
-    s.trim_end().replace('\n', "\\n")
+/// Characters a terminal may act on rather than show: C0/C1 controls (escape sequences can
+/// retitle the window, rewrite the screen or worse) and the bidi overrides that reorder text.
+fn is_unsafe(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
+/// A string from the broker (any client may publish under the prefix), made safe to print: one
+/// line, with every unsafe character shown escaped (`\n`, `\u{1b}`).
+fn printable(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if is_unsafe(c) {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// A message as one JSON line, safe for a terminal: serde_json escapes C0 controls but passes
+/// DEL, C1 and bidi characters through; those are written as `\uXXXX` (still valid JSON).
+fn json_line<T: serde::Serialize>(value: &T) -> anyhow::Result<String> {
+    let text = serde_json::to_string(value)?;
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if is_unsafe(c) {
+            out.push_str(&format!("\\u{:04x}", u32::from(c)));
+        } else {
+            out.push(c);
+        }
+    }
+    Ok(out)
 }
 
 #[derive(Default, serde::Serialize)]
@@ -179,7 +248,10 @@ pub fn fleet(broker: &BrokerArgs, json: bool, wait: Duration) -> anyhow::Result<
         let mut rx = subscribe(broker, &filters).await?;
         let mut units: BTreeMap<String, Unit> = BTreeMap::new();
         // Retained messages arrive right after the subscription: stop once the burst is over.
-        while let Ok(Some(msg)) = tokio::time::timeout(wait, rx.recv()).await {
+        while let Ok(next) = tokio::time::timeout(wait, rx.recv()).await {
+            let Some(msg) = next else {
+                anyhow::bail!("lost the connection to the broker {}", broker.broker)
+            };
             let mut parts = msg.topic.rsplit('/');
             let (Some(kind), Some(device)) = (parts.next(), parts.next()) else {
                 continue;
@@ -197,7 +269,7 @@ pub fn fleet(broker: &BrokerArgs, json: bool, wait: Duration) -> anyhow::Result<
     })?;
     if json {
         for unit in units.values() {
-            println!("{}", serde_json::to_string(unit)?);
+            println!("{}", json_line(unit)?);
         }
         return Ok(0);
     }
@@ -206,18 +278,20 @@ pub fn fleet(broker: &BrokerArgs, json: bool, wait: Duration) -> anyhow::Result<
         "device", "state", "version", "uptime", "fps", "buffered", "oldest", "evicted", "disk free"
     );
     for u in units.values() {
-        let state = u.status.as_ref().map_or("?", |s| s.state.as_str());
-        let version = u
-            .status
-            .as_ref()
-            .and_then(|s| s.version.as_deref())
-            .unwrap_or("-");
+        let device = printable(&u.device);
+        let state = printable(u.status.as_ref().map_or("?", |s| s.state.as_str()));
+        let version = printable(
+            u.status
+                .as_ref()
+                .and_then(|s| s.version.as_deref())
+                .unwrap_or("-"),
+        );
         match &u.health {
             Some(h) => {
                 let fps: f64 = h.cameras.iter().map(|c| c.fps).sum();
                 println!(
                     "{:<20} {:<8} {:<9} {:>7}s {:>7.1} {:>9} {:>10} {:>9} {:>10}  {}",
-                    u.device,
+                    device,
                     state,
                     version,
                     h.uptime_s,
@@ -228,14 +302,31 @@ pub fn fleet(broker: &BrokerArgs, json: bool, wait: Duration) -> anyhow::Result<
                     h.evictions,
                     h.disk_free_bytes
                         .map_or("-".into(), |b| (b >> 20).to_string()),
-                    h.at
+                    printable(&h.at)
                 );
             }
             None => println!(
                 "{:<20} {:<8} {:<9}  (no health yet)",
-                u.device, state, version
+                device, state, version
             ),
         }
     }
     Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn broker_strings_are_printed_escaped() {
+        assert_eq!(printable("unit-1 ok"), "unit-1 ok");
+        assert_eq!(printable("a\nb"), "a\\nb");
+        assert_eq!(printable("\u{1b}]0;pwned\u{7}"), "\\u{1b}]0;pwned\\u{7}");
+        assert_eq!(printable("\u{9b}2J\u{202e}"), "\\u{9b}2J\\u{202e}");
+        let line = json_line(&serde_json::json!({"v": "\u{1b}[2J\u{9b}\u{202e}"})).unwrap();
+        assert!(!line.chars().any(is_unsafe), "{line}");
+        let back: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(back["v"], "\u{1b}[2J\u{9b}\u{202e}");
+    }
 }

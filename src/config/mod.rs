@@ -44,7 +44,7 @@ pub struct Config {
 #[derive(Debug, Clone, Deserialize, Serialize, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct DeviceConfig {
-    /// Empty means: the host name.
+    /// Empty means: derived from this machine (see `Config::device_id`).
     pub id: String,
 }
 
@@ -112,6 +112,10 @@ pub struct MqttConfig {
     /// On shutdown, how long to wait for outstanding acknowledgements.
     #[serde(with = "units::duration")]
     pub drain_timeout: Duration,
+    /// A connected session whose handed reads get no PUBACK for this long is dropped and a new
+    /// one started (everything still stored is handed again).
+    #[serde(with = "units::duration")]
+    pub ack_timeout: Duration,
     /// Largest MQTT packet sent or accepted (a read with its crop must fit).
     #[serde(with = "units::bytes")]
     pub max_packet_size: ByteSize,
@@ -133,6 +137,7 @@ impl Default for MqttConfig {
             health_interval: Duration::from_secs(30),
             reconnect_max: Duration::from_secs(30),
             drain_timeout: Duration::from_secs(5),
+            ack_timeout: Duration::from_secs(30),
             max_packet_size: ByteSize::mib(1),
         }
     }
@@ -273,18 +278,18 @@ impl Default for LoggingConfig {
 }
 
 impl Config {
-    /// The device id: configured, else the host name.
+    /// The device id: configured, else one that differs per unit even when every unit was
+    /// flashed from one image (a shared id means a shared MQTT client id: the broker kicks one
+    /// unit off for the other, over and over, and their reads mix under one topic). Worked out
+    /// once per process (see [`default_device_id`]).
     pub fn device_id(&self) -> String {
         if !self.device.id.is_empty() {
             return self.device.id.clone();
         }
-        // The kernel's host name, read from /proc rather than nix's gethostname, which needs a
-        // nix feature the crate does not otherwise use; platecam runs on Linux only.
-        std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .ok()
-            .map(|h| h.trim().to_string())
-            .filter(|h| !h.is_empty())
-            .unwrap_or_else(|| "platecam".into())
+        static DEFAULT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+        DEFAULT
+            .get_or_init(|| default_device_id(std::path::Path::new(MACHINE_ID), &self.storage.dir))
+            .clone()
     }
 
     pub fn client_id(&self) -> String {
@@ -336,6 +341,44 @@ impl CameraConfig {
     pub fn source_spec(&self) -> Result<SourceSpec, String> {
         SourceSpec::parse(&self.source)
     }
+}
+
+/// systemd's per-installation id; an image prepared for cloning ships it empty, and systemd makes
+/// a new one on each unit's first boot.
+const MACHINE_ID: &str = "/etc/machine-id";
+/// Kept in the storage directory when there is no machine id.
+const DEVICE_ID_FILE: &str = "device-id";
+
+/// `pc-` and the first 12 hex digits of the SHA-256 of the machine id: stable, different per
+/// unit, and not the machine id itself (which systemd says must not be exposed). Without a
+/// usable machine id, an id made at random on first start and kept in `state_dir`.
+pub fn default_device_id(machine_id: &std::path::Path, state_dir: &std::path::Path) -> String {
+    use sha2::{Digest, Sha256};
+    let id = std::fs::read_to_string(machine_id).unwrap_or_default();
+    let id = id.trim();
+    // "uninitialized": the first boot of an image prepared for cloning, before systemd commits
+    // the new id.
+    if !id.is_empty() && id != "uninitialized" {
+        return format!("pc-{}", &hex::encode(Sha256::digest(id.as_bytes()))[..12]);
+    }
+    let path = state_dir.join(DEVICE_ID_FILE);
+    if let Ok(kept) = std::fs::read_to_string(&path) {
+        let kept = kept.trim();
+        if !kept.is_empty() && validate::topic_level_error(kept).is_none() {
+            return kept.to_string();
+        }
+    }
+    let made = format!("pc-{:012x}", fastrand::u64(..) >> 16);
+    let tmp = state_dir.join(format!("{DEVICE_ID_FILE}.tmp"));
+    let kept = std::fs::create_dir_all(state_dir)
+        .and_then(|()| std::fs::write(&tmp, format!("{made}\n")))
+        .and_then(|()| std::fs::rename(&tmp, &path));
+    if let Err(e) = kept {
+        tracing::error!(path = %path.display(), error = %e, device = %made, "cannot keep the device id; the next start will use another one (set device.id)");
+    } else {
+        tracing::info!(path = %path.display(), device = %made, "no machine id: made a device id and kept it");
+    }
+    made
 }
 
 /// Where `[mqtt] url` points, parsed once here so the publisher and `check-config` agree.

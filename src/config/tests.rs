@@ -430,6 +430,14 @@ fn semantic_checks_report_key_and_line() {
         ("[mqtt]\ninflight = 101", "mqtt.inflight", 2),
         ("[mqtt]\nhealth_interval = \"0s\"", "mqtt.health_interval", 2),
         ("[mqtt]\nreconnect_max = \"0s\"", "mqtt.reconnect_max", 2),
+        ("[mqtt]\nack_timeout = \"500ms\"", "mqtt.ack_timeout", 2),
+        ("[mqtt]\nack_timeout = \"2h\"", "mqtt.ack_timeout", 2),
+        // A password over plain TCP is refused, not warned about.
+        (
+            "[mqtt]\nusername = \"u\"\npassword_file = \"/pw\"",
+            "mqtt.username",
+            2,
+        ),
         ("[mqtt]\nmax_packet_size = \"1 KiB\"", "mqtt.max_packet_size", 2),
         ("[mqtt]\nmax_packet_size = \"1 GiB\"", "mqtt.max_packet_size", 2),
         // Absent keys point at their table.
@@ -558,4 +566,38 @@ fn odd_shapes_end_with_problems_not_a_hang() {
         let ps = problems(text);
         assert!(!ps.is_empty() && ps.len() < 10, "{text}: {ps:#?}");
     }
+}
+
+#[test]
+fn default_device_id_differs_per_machine_and_is_kept_without_a_machine_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let mid = dir.path().join("machine-id");
+    std::fs::write(&mid, "0123456789abcdef0123456789abcdef\n").unwrap();
+    let state = dir.path().join("state");
+    let a = super::default_device_id(&mid, &state);
+    // The same as `printf %s "$(cat /etc/machine-id)" | sha256sum | cut -c1-12` (deploy/flash.sh).
+    assert_eq!(a, "pc-3eb1bd439947");
+    assert!(!a.contains("0123456789ab"), "never the raw machine id: {a}");
+    assert_eq!(super::default_device_id(&mid, &state), a, "stable");
+    std::fs::write(&mid, "fedcba9876543210fedcba9876543210\n").unwrap();
+    assert_ne!(
+        super::default_device_id(&mid, &state),
+        a,
+        "a cloned image's new id"
+    );
+    assert!(
+        !state.exists(),
+        "nothing written when there is a machine id"
+    );
+
+    // No machine id (or an image's first boot): made once, kept in the state directory.
+    std::fs::write(&mid, "uninitialized\n").unwrap();
+    let made = super::default_device_id(&mid, &state);
+    assert!(made.starts_with("pc-") && made.len() == 15, "{made}");
+    assert_eq!(
+        super::default_device_id(&dir.path().join("none"), &state),
+        made
+    );
+    let other = super::default_device_id(&mid, &dir.path().join("state2"));
+    assert_ne!(other, made, "another unit makes another id");
 }

@@ -40,7 +40,7 @@ pub(super) fn run_checks(config: &Config, lines: &KeyLines) -> Vec<Problem> {
 /// Topic levels must not contain MQTT wildcards or separators, or a read would be published to
 /// (or subscribed from) the wrong topic; control characters and spaces are refused as well
 /// because they are invisible in logs and dashboards.
-fn topic_level_error(s: &str) -> Option<String> {
+pub(crate) fn topic_level_error(s: &str) -> Option<String> {
     if let Some(c) = s
         .chars()
         .find(|c| matches!(c, '/' | '+' | '#') || c.is_whitespace() || c.is_control())
@@ -167,6 +167,16 @@ pub(super) fn static_checks(c: &Config, lines: &KeyLines) -> Vec<Problem> {
     if m.health_interval < Duration::from_secs(1) {
         bad("mqtt.health_interval", "must be at least 1s".into());
     }
+    // Under a second a busy link's normal latency would look like a dead broker.
+    if m.ack_timeout < Duration::from_secs(1) || m.ack_timeout > Duration::from_secs(3600) {
+        bad(
+            "mqtt.ack_timeout",
+            format!(
+                "{} is outside 1s..=1h",
+                humantime::format_duration(m.ack_timeout)
+            ),
+        );
+    }
     // A zero cap would make reconnect attempts spin (rumqttc has no delay of its own).
     if m.reconnect_max < Duration::from_secs(1) {
         bad("mqtt.reconnect_max", "must be at least 1s".into());
@@ -185,6 +195,16 @@ pub(super) fn static_checks(c: &Config, lines: &KeyLines) -> Vec<Problem> {
             bad(
                 "mqtt.ca",
                 "is required with an mqtts:// url (the CA certificate that signed the broker's)"
+                    .into(),
+            );
+        }
+        // MQTT sends the password in the CONNECT packet as is: over plain TCP anyone on the path
+        // (an LTE carrier, a shared VLAN) reads it. Refused rather than warned: a warning in a
+        // unit's journal is read by nobody.
+        if !ep.tls && m.username.is_some() {
+            bad(
+                "mqtt.username",
+                "needs an mqtts:// url: over mqtt:// the password crosses the network in clear"
                     .into(),
             );
         }

@@ -108,6 +108,14 @@ pub(crate) fn mqtt_options(
             true,
         ));
     }
+    if m.username.is_some() && !ep.tls {
+        // Config validation refuses this too; the watchers (`logs`, `fleet`) come here directly.
+        return Err(setting(
+            "mqtt.username",
+            &m.username,
+            "needs an mqtts:// url: over mqtt:// the password crosses the network in clear",
+        ));
+    }
     if let Some(user) = &m.username {
         let password = match &m.password_file {
             Some(path) => {
@@ -290,6 +298,15 @@ mod tests {
         let mut s = settings("mqtt://localhost");
         s.client_id.clear();
         assert!(mqtt_options(&s, Some(&topics.status)).is_err());
+        let mut s = settings("mqtt://localhost");
+        s.mqtt.username = Some("u".into());
+        assert!(matches!(
+            mqtt_options(&s, None),
+            Err(PublishError::Setting {
+                key: "mqtt.username",
+                ..
+            })
+        ));
         let opts = mqtt_options(&settings("mqtt://localhost:1999"), Some(&topics.status)).unwrap();
         assert_eq!(opts.broker_address(), ("localhost".to_string(), 1999));
         assert_eq!(opts.max_packet_size(), 1024 * 1024);

@@ -1,11 +1,12 @@
 //! The publisher task: connection lifecycle, window filling, acks, health and the shutdown drain.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use rumqttc::{
     AsyncClient, ConnectionError, Event, EventLoop, Incoming, MqttOptions, NetworkOptions,
-    Outgoing, QoS,
+    Outgoing, QoS, StateError,
 };
 use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinHandle;
@@ -31,11 +32,15 @@ const EVENT_BUFFER: usize = 256;
 const EVENT_BATCH: usize = 64;
 /// After the drain, how long the retained offline status and the DISCONNECT may take at least.
 const GOODBYE_MIN: Duration = Duration::from_secs(1);
+/// Attempts at an outbox call before the publisher gives up (and the process ends).
+const OUTBOX_ATTEMPTS: u32 = 3;
 
 /// Delivers the outbox to the broker until `shutdown` is cancelled; see the module doc of `publish`.
 ///
-/// Returns an error only for bad settings (at start) and for outbox failures; broker and network
-/// errors are logged and retried forever.
+/// Returns an error only for bad settings (at start) and for outbox failures that persist over
+/// `OUTBOX_ATTEMPTS` tries; broker and network errors are logged and retried forever. The caller
+/// (`pipeline::run`) ends the process on such an error: a unit that reads but cannot deliver
+/// must be restarted, not left running.
 pub async fn run(
     settings: PublishSettings,
     outbox: Arc<Outbox>,
@@ -78,29 +83,53 @@ pub async fn run(
         more: true,
         desync: false,
         completed: Vec::new(),
+        waiting_since: Instant::now(),
         health_tick,
         logs,
     };
     let mut backoff = Backoff::new(publisher.settings.mqtt.reconnect_max);
+    let mut takeovers = Takeovers::default();
     loop {
         let conn = Conn::open(options.clone(), &publisher.settings);
         match publisher.session(conn).await? {
             SessionEnd::Shutdown => break,
-            SessionEnd::Lost { error, connected } => {
+            SessionEnd::Lost {
+                error,
+                connected,
+                closed_by_broker,
+            } => {
                 publisher.report.connection_errors += 1;
                 if connected {
                     backoff.reset();
                 }
-                let delay = backoff.next_delay();
+                let mut delay = backoff.next_delay();
+                if closed_by_broker {
+                    let verdict = takeovers.on_closed(Instant::now());
+                    if verdict.takeover {
+                        publisher
+                            .metrics
+                            .session_takeovers
+                            .fetch_add(1, Ordering::Relaxed);
+                        tracing::error!(
+                            client_id = %publisher.settings.client_id,
+                            device = %publisher.settings.device_id,
+                            in_a_row = verdict.in_a_row,
+                            "the broker keeps closing our session: another client is probably \
+                             connected with our client id (a cloned unit?); set device.id"
+                        );
+                    }
+                    if let Some(long) = verdict.back_off {
+                        delay = delay.max(long);
+                    }
+                }
                 warn!(
                     broker = %publisher.settings.mqtt.url,
                     error = %error,
                     retry_in_ms = delay.as_millis() as u64,
                     "MQTT connection failed"
                 );
-                tokio::select! {
-                    _ = tokio::time::sleep(delay) => {}
-                    _ = publisher.shutdown.cancelled() => break,
+                if !publisher.sleep_alive(delay).await {
+                    break;
                 }
             }
         }
@@ -158,7 +187,13 @@ async fn forward_events(
 
 enum SessionEnd {
     Shutdown,
-    Lost { error: String, connected: bool },
+    /// `connected`: a ConnAck came on this connection. `closed_by_broker`: the broker closed a
+    /// connected session (in MQTT 3.1.1 the only sign of another client taking our id over).
+    Lost {
+        error: String,
+        connected: bool,
+        closed_by_broker: bool,
+    },
 }
 
 struct Publisher {
@@ -179,6 +214,9 @@ struct Publisher {
     desync: bool,
     /// Records whose every publish was acked, not yet removed from the outbox.
     completed: Vec<u64>,
+    /// Since when the open reads have waited without any PUBACK (meaningful while reads are
+    /// open): past `mqtt.ack_timeout` the session is given up.
+    waiting_since: Instant,
     health_tick: tokio::time::Interval,
     /// Log events to forward on `logs` (QoS 0): only while connected; the queue drops the excess.
     logs: Option<mpsc::Receiver<Vec<u8>>>,
@@ -202,6 +240,9 @@ impl Publisher {
         let mut rescan = tokio::time::interval(RESCAN);
         rescan.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
+            self.metrics
+                .publish_progress
+                .fetch_add(1, Ordering::Relaxed);
             tokio::select! {
                 _ = self.shutdown.cancelled() => {
                     if connected {
@@ -214,6 +255,7 @@ impl Publisher {
                     // in one outbox call rather than one per PUBACK.
                     let mut next = event;
                     let mut lost = None;
+                    let mut closed_by_broker = false;
                     for handled in 1.. {
                         match next {
                             Some(Ok(event)) => {
@@ -224,6 +266,8 @@ impl Publisher {
                                 self.on_event(&event);
                             }
                             Some(Err(e)) => {
+                                closed_by_broker = connected
+                                    && matches!(e, ConnectionError::MqttState(StateError::ConnectionAborted));
                                 lost = Some(e.to_string());
                                 break;
                             }
@@ -243,13 +287,14 @@ impl Publisher {
                     // PUBACKs received before a failure are still valid.
                     self.remove_completed().await?;
                     if let Some(error) = lost {
-                        return Ok(SessionEnd::Lost { error, connected });
+                        return Ok(SessionEnd::Lost { error, connected, closed_by_broker });
                     }
                     if self.desync {
                         // Start over on a fresh connection rather than remove the wrong record.
                         return Ok(SessionEnd::Lost {
                             error: "publish/PUBACK correlation lost".into(),
                             connected,
+                            closed_by_broker: false,
                         });
                     }
                 }
@@ -257,25 +302,44 @@ impl Publisher {
                 _ = rescan.tick() => self.more = true,
                 _ = self.health_tick.tick(), if connected => {
                     let payload = self.health_payload().await?;
-                    // Retained, so a fleet view sees every unit's latest health at once.
-                    if let Err(e) = self.hand_control(&conn, &self.topics.health.clone(), QoS::AtMostOnce, true, payload) {
-                        return Ok(SessionEnd::Lost { error: e, connected });
+                    // Retained, so a fleet view sees every unit's latest health at once. QoS 0: a
+                    // full request queue skips this one (the next tick sends a fresh one) rather
+                    // than tear down a working connection.
+                    if self.hand_control(&conn, &self.topics.health.clone(), QoS::AtMostOnce, true, payload).is_err() {
+                        debug!("request queue full; health message skipped");
                     }
                 }
                 log = next_log(&mut self.logs), if connected => match log {
                     Some(payload) => {
-                        if let Err(e) = self.hand_control(&conn, &self.topics.logs.clone(), QoS::AtMostOnce, false, payload) {
-                            return Ok(SessionEnd::Lost { error: e, connected });
+                        // A burst of log events (say, while a big crop is being written) can fill
+                        // the request queue: drop and count the event, keep the connection.
+                        if self.hand_control(&conn, &self.topics.logs.clone(), QoS::AtMostOnce, false, payload).is_err() {
+                            self.metrics.logs_dropped.fetch_add(1, Ordering::Relaxed);
                         }
                     }
                     None => self.logs = None,
                 },
+            }
+            if connected
+                && self.ledger.open_reads() > 0
+                && self.waiting_since.elapsed() >= self.settings.mqtt.ack_timeout
+            {
+                return Ok(SessionEnd::Lost {
+                    error: format!(
+                        "no PUBACK for {:?} with {} reads open (mqtt.ack_timeout)",
+                        self.settings.mqtt.ack_timeout,
+                        self.ledger.open_reads()
+                    ),
+                    connected,
+                    closed_by_broker: false,
+                });
             }
             if connected {
                 if let Err(e) = self.fill_window(&conn).await? {
                     return Ok(SessionEnd::Lost {
                         error: e,
                         connected,
+                        closed_by_broker: false,
                     });
                 }
             }
@@ -291,6 +355,7 @@ impl Publisher {
         if !session_present {
             self.ledger.reset();
         }
+        self.waiting_since = Instant::now();
         self.more = true;
         let online = self.online.clone();
         let status = self.topics.status.clone();
@@ -315,6 +380,7 @@ impl Publisher {
                 }
             },
             Event::Incoming(Incoming::PubAck(ack)) => {
+                self.waiting_since = Instant::now();
                 if let Some(seq) = self.ledger.on_puback(ack.pkid) {
                     self.completed.push(seq);
                 }
@@ -333,17 +399,15 @@ impl Publisher {
         let removed = self
             .blocking("remove", move || {
                 let mut removed = 0u64;
-                for seq in seqs {
-                    // `false`: evicted meanwhile, or acked twice after a re-send: gone either way.
+                for &seq in &seqs {
+                    // `false`: evicted meanwhile, acked twice after a re-send, or removed by an
+                    // earlier attempt of this call: gone either way.
                     removed += u64::from(outbox.remove(seq)?);
                 }
                 Ok(removed)
             })
             .await?;
         self.report.acked += removed;
-        if removed > 0 {
-            self.metrics.tick();
-        }
         Ok(())
     }
 
@@ -354,7 +418,7 @@ impl Publisher {
         // Refilled after every batch of events, not at a low-water mark: a window that waits for
         // several PUBACKs stalls ~40 ms per round on brokers that Nagle their small PUBACKs
         // (mosquitto's default) against our delayed TCP ACKs.
-        while self.more && self.ledger.open_reads() < window && !self.shutdown.is_cancelled() {
+        while self.more && self.ledger.open_reads() < window {
             let room = window - self.ledger.open_reads();
             let after = self.ledger.last_handed();
             let outbox = self.outbox.clone();
@@ -376,13 +440,8 @@ impl Publisher {
     fn hand_read(
         &mut self,
         conn: &Conn,
-        record: StoredRead,
+        mut record: StoredRead,
     ) -> Result<Result<(), String>, PublishError> {
-        let json = serde_json::to_vec(&record.message).map_err(|source| PublishError::Encode {
-            seq: record.seq,
-            topic: self.topics.reads.clone(),
-            source,
-        })?;
         let crop_topic = self.topics.crop(&record.message.id);
         // Topic, length fields and packet id: generous, the limit is a MiB or more.
         let overhead = crop_topic.len() + 16;
@@ -398,10 +457,21 @@ impl Publisher {
                     max_packet_size = limit,
                     "crop exceeds mqtt.max_packet_size; sending the read without it"
                 );
+                // The read must not advertise a crop that will never be published.
+                record.message.crop = None;
                 None
             }
             other => other,
         };
+        let json = serde_json::to_vec(&record.message).map_err(|source| PublishError::Encode {
+            seq: record.seq,
+            topic: self.topics.reads.clone(),
+            source,
+        })?;
+        if self.ledger.open_reads() == 0 {
+            // The ack timeout counts from the first read handed into an empty window.
+            self.waiting_since = Instant::now();
+        }
         let parts = if crop.is_some() { 2 } else { 1 };
         if let Err(e) =
             conn.client
@@ -452,11 +522,27 @@ impl Publisher {
         })
     }
 
-    /// Shutdown on a live connection: no new reads, wait for outstanding acks up to
+    /// Shutdown on a live connection: hand what is stored and wait for the acks, up to
     /// `drain_timeout`, then the retained offline status and a clean DISCONNECT.
     async fn drain(&mut self, conn: &mut Conn) -> Result<(), PublishError> {
         let deadline = Instant::now() + self.settings.mqtt.drain_timeout;
-        let alive = self.wait(conn, deadline, |l| l.open_reads() == 0).await?;
+        // The passes flushed at shutdown were stored just before the stop (the pipeline stores
+        // them first): hand whatever is stored too, not only what was in flight, until the
+        // outbox is empty or the drain time is up.
+        self.more = true;
+        let alive = loop {
+            if let Err(e) = self.fill_window(conn).await? {
+                debug!(error = %e, "cannot hand more reads while draining");
+                break false;
+            }
+            let open = self.ledger.open_reads();
+            if open == 0 || Instant::now() >= deadline {
+                break true;
+            }
+            if !self.wait(conn, deadline, |l| l.open_reads() < open).await? {
+                break false;
+            }
+        };
         self.report.unacked_at_shutdown = self.ledger.open_reads() as u64;
         if !alive {
             return Ok(());
@@ -523,23 +609,93 @@ impl Publisher {
         Ok(true)
     }
 
-    /// Outbox calls touch the disk (sled): run them off the runtime's worker threads.
+    /// Outbox calls touch the disk (sled): run them off the runtime's worker threads. A failure
+    /// is retried (a moment of I/O trouble must not end delivery); one that persists is returned.
     async fn blocking<T: Send + 'static>(
         &self,
         op: &'static str,
-        f: impl FnOnce() -> Result<T, crate::outbox::OutboxError> + Send + 'static,
+        f: impl Fn() -> Result<T, crate::outbox::OutboxError> + Send + Sync + 'static,
     ) -> Result<T, PublishError> {
-        match tokio::task::spawn_blocking(f).await {
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(source)) => Err(PublishError::Outbox {
-                op,
-                url: self.settings.mqtt.url.clone(),
-                source,
-            }),
-            Err(e) => Err(PublishError::Worker {
-                op,
-                reason: e.to_string(),
-            }),
+        let f = Arc::new(f);
+        let mut attempt = 1;
+        loop {
+            let call = f.clone();
+            match tokio::task::spawn_blocking(move || call()).await {
+                Ok(Ok(v)) => return Ok(v),
+                Ok(Err(e)) if attempt < OUTBOX_ATTEMPTS => {
+                    warn!(op, attempt, error = %e, "outbox call failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await;
+                    attempt += 1;
+                }
+                Ok(Err(source)) => {
+                    return Err(PublishError::Outbox {
+                        op,
+                        url: self.settings.mqtt.url.clone(),
+                        source,
+                    })
+                }
+                Err(e) => {
+                    return Err(PublishError::Worker {
+                        op,
+                        reason: e.to_string(),
+                    })
+                }
+            }
+        }
+    }
+
+    /// Waits `delay` (a reconnect backoff) while still showing the watchdog that the publisher is
+    /// alive. Returns false when shutdown was requested meanwhile.
+    async fn sleep_alive(&self, delay: Duration) -> bool {
+        let until = Instant::now() + delay;
+        while Instant::now() < until {
+            self.metrics
+                .publish_progress
+                .fetch_add(1, Ordering::Relaxed);
+            let step = until.saturating_duration_since(Instant::now()).min(RESCAN);
+            tokio::select! {
+                _ = tokio::time::sleep(step) => {}
+                _ = self.shutdown.cancelled() => return false,
+            }
+        }
+        true
+    }
+}
+
+/// Two closes by the broker this close together look like another client fighting for our id.
+const TAKEOVER_GAP: Duration = Duration::from_secs(60);
+/// After this many takeovers in a row, wait `TAKEOVER_BACKOFF` instead of fighting on.
+const TAKEOVER_LIMIT: u32 = 3;
+const TAKEOVER_BACKOFF: Duration = Duration::from_secs(300);
+
+/// Tells session takeovers (another client with our id: the broker closes us each time it
+/// connects) from a broker that closed us once (a restart).
+#[derive(Debug, Default)]
+struct Takeovers {
+    last_close: Option<Instant>,
+    in_a_row: u32,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+struct TakeoverVerdict {
+    takeover: bool,
+    in_a_row: u32,
+    /// A longer wait before reconnecting, instead of kicking the other client off again.
+    back_off: Option<Duration>,
+}
+
+impl Takeovers {
+    /// The broker closed a connected session at `now`.
+    fn on_closed(&mut self, now: Instant) -> TakeoverVerdict {
+        let takeover = self
+            .last_close
+            .is_some_and(|t| now.duration_since(t) < TAKEOVER_GAP);
+        self.last_close = Some(now);
+        self.in_a_row = if takeover { self.in_a_row + 1 } else { 0 };
+        TakeoverVerdict {
+            takeover,
+            in_a_row: self.in_a_row,
+            back_off: (self.in_a_row >= TAKEOVER_LIMIT).then_some(TAKEOVER_BACKOFF),
         }
     }
 }
@@ -579,6 +735,29 @@ impl Backoff {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn repeated_closes_by_the_broker_are_takeovers_and_end_in_a_long_back_off() {
+        let mut t = Takeovers::default();
+        let start = Instant::now();
+        // One close (a broker restart) is not a takeover.
+        assert!(!t.on_closed(start).takeover);
+        let second = t.on_closed(start + Duration::from_secs(2));
+        assert_eq!((second.takeover, second.back_off), (true, None));
+        assert!(t
+            .on_closed(start + Duration::from_secs(4))
+            .back_off
+            .is_none());
+        let fourth = t.on_closed(start + Duration::from_secs(6));
+        assert_eq!(fourth.in_a_row, TAKEOVER_LIMIT);
+        assert_eq!(fourth.back_off, Some(TAKEOVER_BACKOFF));
+        // Long after: a single close again.
+        let later = t.on_closed(start + Duration::from_secs(600));
+        assert_eq!(
+            (later.takeover, later.in_a_row, later.back_off),
+            (false, 0, None)
+        );
+    }
 
     #[test]
     fn backoff_doubles_to_the_cap_with_jitter() {
