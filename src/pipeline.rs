@@ -257,7 +257,10 @@ fn recognize_loop(stage: &Stage, queue: &FrameQueue) -> u64 {
                 continue;
             }
         };
-        stage.metrics.record_inference(started.elapsed());
+        let took = started.elapsed();
+        stage.metrics.record_inference(took);
+        // Per frame, for pacing a test or watching a slow unit (tests/vm paces its photos on it).
+        tracing::debug!(camera = %frame.camera, seq = frame.seq, detections = detections.len(), ms = took.as_millis() as u64, "frame recognized");
         stage.metrics.detections.fetch_add(
             detections.len() as u64,
             std::sync::atomic::Ordering::Relaxed,
