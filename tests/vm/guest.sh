@@ -91,12 +91,19 @@ stop_daemon() { # stop_daemon NAME: SIGTERM (the queued frames are recognised fi
   summary $1
 }
 
-# Until the daemon has recognised N more frames. Fails when it died, or recognised none for STALL s.
-wait_frames() { # wait_frames NAME N WHAT
-  want=$(($(recognized $1) + $2)) last=-1 idle=0
-  while :; do
+# Frames recognised that were captured after the wall-clock time SINCE_MS ("frame recognized" says
+# when its frame was captured).
+fresh() { # fresh NAME SINCE_MS
+  awk -v t=$2 '/frame recognized/ { for (i = 1; i <= NF; i++) if ($i ~ /^captured_ms=/ && substr($i, 13) + 0 > t + 0) n++ }
+    END { print n + 0 }' $OUT/$1/platecam.log
+}
+
+# Until the daemon has recognised FRAMES frames captured after SINCE_MS. Fails when it died, or
+# recognised no frame at all for STALL s.
+wait_fresh() { # wait_fresh NAME SINCE_MS WHAT
+  last=-1 idle=0
+  while [ $(fresh $1 $2) -lt $FRAMES ]; do
     n=$(recognized $1)
-    [ $n -ge $want ] && return 0
     if [ $n -gt $last ]; then last=$n idle=0; else idle=$((idle + 1)); fi
     kill -0 $DPID 2>/dev/null || { bad "$1: daemon died while $3"; return 1; }
     [ $idle -lt $STALL ] || { bad "$1: no frame recognised for ${STALL}s while $3"; return 1; }
@@ -104,35 +111,48 @@ wait_frames() { # wait_frames NAME N WHAT
   done
 }
 
-# Starts vfeed (PID in $FPID) on a blank, then for each photo the photo and a blank, each shown
-# until SIGUSR1; waits until it streams.
+# Starts vfeed (PID in $FPID, log in $FLOG) on a blank, then for each photo the photo and a blank,
+# each shown until SIGUSR1; waits until it streams.
 feed() { # feed LOG FORMAT W H PHOTO...
-  log=$1 fmt=$2 w=$3 h=$4
+  FLOG=$1 fmt=$2 w=$3 h=$4 IMG=0
   shift 4
   ext=$(echo $fmt | tr A-Z a-z)
   blank=$H/frames/blank.${w}x$h.$ext
-  $H/vfeed play $fmt $w $h 0 $blank $(for p in "$@"; do echo "0 $H/frames/$p.${w}x$h.$ext 0 $blank"; done) 2>$log &
+  $H/vfeed play $fmt $w $h 0 $blank $(for p in "$@"; do echo "0 $H/frames/$p.${w}x$h.$ext 0 $blank"; done) 2>$FLOG &
   FPID=$!
   i=0
-  until grep -q 'vfeed: streaming' $log 2>/dev/null; do
+  until grep -q 'vfeed: streaming' $FLOG 2>/dev/null; do
     i=$((i + 1))
-    if [ $i -gt 100 ] || ! kill -0 $FPID 2>/dev/null; then bad "vfeed did not stream"; cat $log; return 1; fi
+    if [ $i -gt 100 ] || ! kill -0 $FPID 2>/dev/null; then bad "vfeed did not stream"; cat $FLOG; return 1; fi
     usleep 100000
   done
 }
 
-# Shows vfeed's next image (PHOTO) until the daemon has recognised FRAMES frames captured after the
-# switch, then the blank after it for GAP s (longer than max_gap, so the pass ends). Pacing on frames
-# recognised, not on seconds, holds however slowly the host emulates the guest. Up to STALE frames
-# recognised after the switch may still show the image before: the one being recognised at the
-# switch and one taken from the queue just after it (the live queue drops its oldest frames, so
-# the frames after those were captured after the switch).
+# Moves vfeed on to its next image; SWITCHED: the wall-clock ms at which it did (vfeed logs it).
+next_image() {
+  IMG=$((IMG + 1))
+  kill -USR1 $FPID
+  i=0 SWITCHED=
+  while [ -z "$SWITCHED" ]; do
+    SWITCHED=$(sed -n "s/^vfeed: image $IMG at .* wall_ms=\([0-9]*\)$/\1/p" $FLOG)
+    [ -n "$SWITCHED" ] && break
+    i=$((i + 1))
+    [ $i -lt 100 ] || { bad "vfeed did not move on to image $IMG"; SWITCHED=0; return 1; }
+    usleep 100000
+  done
+}
+
+# Shows vfeed's next image (PHOTO) until the daemon has recognised FRAMES frames captured while it
+# was in front of the camera, then the blank after it for GAP s (longer than max_gap: the pass
+# ends). Pacing on frames recognised, not on seconds, holds however slowly the host emulates the
+# guest (frames recognised late were captured early: the live queue keeps the newest ones). LATENCY
+# ms pass before the photo reaches the camera (vfeed's and vivid's buffers).
 show() { # show NAME PHOTO
   t=$(date +%s)
-  kill -USR1 $FPID
-  wait_frames $1 $((STALE + FRAMES)) "showing $2"
+  next_image
+  wait_fresh $1 $((SWITCHED + LATENCY)) "showing $2"
   r=$?
-  kill -USR1 $FPID
+  next_image
   say "$1: $2 shown for $(($(date +%s) - t))s"
   sleep $GAP
   return $r

@@ -17,7 +17,7 @@
 #   STALL          seconds without a frame recognised before the guest gives up (default 300)
 #   COMBOS         the format-size runs (default: GREY-640x480 YUYV-640x480 GREY-1280x720 YUYV-1280x720)
 #   KVER           Debian kernel ABI (default 6.1.0-56); VM_CACHE cache folder (default target/vm)
-#   VM_TIMEOUT     seconds before the guest is killed (default 900)
+#   VM_TIMEOUT     seconds before the guest is killed (default 1200; the run takes 5-10 min)
 # Downloads (kernel, arm64 busybox) are cached under VM_CACHE, so reruns only boot.
 set -euo pipefail
 
@@ -265,7 +265,7 @@ loss_photo=${photos[-1]}
   echo "PHOTOS=\"$(for p in "${main_photos[@]}"; do stem "$p"; done | tr '\n' ' ')\""
   echo "LOSS_BEFORE=\"$(stem "${main_photos[0]}")\""
   echo "LOSS_AFTER=\"$(stem "$loss_photo")\""
-  echo "FRAMES=$FRAMES STALE=2 GAP=4 STALL=$STALL"
+  echo "FRAMES=$FRAMES LATENCY=500 GAP=4 STALL=$STALL"
   echo "COMBOS=\"$COMBOS\""
 } >"$share/params.sh"
 cp "$here/guest.sh" "$share/guest.sh"
@@ -284,7 +284,7 @@ else
   qemu=(qemu-system-aarch64 -M virt -cpu cortex-a72 "${common[@]}" -append "console=ttyAMA0 panic=-1 quiet loglevel=3")
 fi
 set +e
-timeout "${VM_TIMEOUT:-900}" "${qemu[@]}" </dev/null 2>&1 | tee "$run/console.log" | sed -u 's/^/  guest| /' >&2
+timeout "${VM_TIMEOUT:-1200}" "${qemu[@]}" </dev/null 2>&1 | tee "$run/console.log" | sed -u 's/^/  guest| /' >&2
 set -e
 log "guest finished"
 guest_ok=1
@@ -350,11 +350,11 @@ if missing:
     else:
         why = "the reads made were of other text"
     why = f"; why: {why}"
-print(("ok" if not missing else "bad") + f" read {dict(got)}, truth {want}"
+print(("ok" if not missing else "FAIL") + f" read {dict(got)}, truth {want}"
       + (f", missing {missing}" if missing else "") + f" | {counts}{why}")
 PY
 )
-  log "$name: ${verdict#* }"
+  log "$name: ${verdict%% *}, ${verdict#* }"
   [ "${verdict%% *}" = ok ] || bad+=("$name")
 }
 bad=()

@@ -101,6 +101,13 @@ static double now(void) {
     return t.tv_sec + t.tv_nsec / 1e9;
 }
 
+/* Wall clock in ms since the epoch: the clock the daemon stamps its frames with. */
+static long long wall_ms(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_REALTIME, &t);
+    return t.tv_sec * 1000LL + t.tv_nsec / 1000000;
+}
+
 static unsigned char *load(const char *path, size_t want) {
     FILE *f = fopen(path, "rb");
     if (!f) { fprintf(stderr, "vfeed: %s: %s\n", path, strerror(errno)); exit(1); }
@@ -170,7 +177,7 @@ static int play(int argc, char **argv) {
             cur++;
             // Timed steps keep to the schedule; a step on request starts the image's time afresh.
             until = (told ? t : until) + secs[cur];
-            fprintf(stderr, "vfeed: image %d at %.1fs\n", cur, t - start);
+            fprintf(stderr, "vfeed: image %d at %.1fs wall_ms=%lld\n", cur, t - start, wall_ms());
         }
         struct pollfd p = {.fd = fd, .events = POLLOUT};
         int pr = poll(&p, 1, 1000);
