@@ -25,7 +25,7 @@ arch=${1:-}
 case "$arch" in
   x86_64 | amd64) arch=x86_64 deb_arch=amd64 ;;
   aarch64 | arm64) arch=aarch64 deb_arch=arm64 ;;
-  *) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
+  *) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
 esac
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
@@ -49,6 +49,7 @@ for pair in "qemu-system-$arch:$qemu_pkg" cpio:cpio depmod:kmod xz:xz-utils gcc:
   command -v "${pair%%:*}" >/dev/null 2>&1 || need+=("${pair#*:}")
 done
 [ -x /bin/busybox ] || need+=(busybox-static)
+[ -f /usr/lib/x86_64-linux-gnu/libc.a ] || need+=(libc6-dev) # vfeed is linked statically
 [ "$arch" = aarch64 ] && { command -v aarch64-linux-gnu-gcc >/dev/null 2>&1 || need+=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross); }
 # Debian's own interpreter, with Debian's PIL and numpy: `python3` first in PATH may be another
 # (pyenv, a venv) that does not see the packages installed here.
