@@ -283,7 +283,21 @@ fn recognize_loop(stage: &Stage, queue: &FrameQueue) -> u64 {
                 continue;
             }
         };
-        stage.metrics.record_inference(started.elapsed());
+        let took = started.elapsed();
+        stage.metrics.record_inference(took);
+        // Per frame, for watching a slow unit; tests/vm paces its photos on it (captured_ms: when
+        // the frame was taken, by the wall clock, in ms since the epoch).
+        tracing::debug!(
+            camera = %frame.camera,
+            seq = frame.seq,
+            captured_ms = frame
+                .captured_at
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64),
+            detections = detections.len(),
+            ms = took.as_millis() as u64,
+            "frame recognized"
+        );
         stage.metrics.detections.fetch_add(
             detections.len() as u64,
             std::sync::atomic::Ordering::Relaxed,

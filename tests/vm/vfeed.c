@@ -9,7 +9,9 @@
  *   vfeed hold                 keeps /dev/video1 open until SIGTERM (so a disconnect lasts).
  *   vfeed play FOURCC W H SECS FILE [SECS FILE]...
  *                              streams raw frames (tightly packed) to the output node, showing each
- *                              FILE for SECS seconds (0 = until SIGTERM or the device goes away).
+ *                              FILE for SECS seconds (0 = until told, or the device goes away).
+ *                              SIGUSR1 moves on to the next FILE at once (past the last: ends), so
+ *                              the caller can pace the images by what the reader has processed.
  *
  * Static, no libraries: it runs in a busybox initramfs on x86_64 and arm64.
  */
@@ -31,8 +33,9 @@
 #define OUT "/dev/video1"
 #define NBUF 4
 
-static volatile sig_atomic_t stop;
+static volatile sig_atomic_t stop, steps;
 static void on_term(int s) { (void)s; stop = 1; }
+static void on_usr1(int s) { (void)s; steps++; }
 
 static int xioctl(int fd, unsigned long req, void *arg) {
     int r;
@@ -98,6 +101,13 @@ static double now(void) {
     return t.tv_sec + t.tv_nsec / 1e9;
 }
 
+/* Wall clock in ms since the epoch: the clock the daemon stamps its frames with. */
+static long long wall_ms(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_REALTIME, &t);
+    return t.tv_sec * 1000LL + t.tv_nsec / 1000000;
+}
+
 static unsigned char *load(const char *path, size_t want) {
     FILE *f = fopen(path, "rb");
     if (!f) { fprintf(stderr, "vfeed: %s: %s\n", path, strerror(errno)); exit(1); }
@@ -155,14 +165,19 @@ static int play(int argc, char **argv) {
     fprintf(stderr, "vfeed: streaming %s %ux%u, %d image(s)\n", cc, w, h, n);
     double start = now(), until = start + secs[0];
     int cur = 0, rc = 0;
+    sig_atomic_t handled = 0;
     unsigned long frames = 0;
     while (!stop) {
         double t = now();
-        while (secs[cur] > 0 && t >= until) {
+        for (;;) {
+            int told = handled != steps;
+            if (!told && !(secs[cur] > 0 && t >= until)) break;
+            handled += told;
             if (cur + 1 >= n) goto done;
             cur++;
-            until += secs[cur];
-            fprintf(stderr, "vfeed: image %d at %.1fs\n", cur, t - start);
+            // Timed steps keep to the schedule; a step on request starts the image's time afresh.
+            until = (told ? t : until) + secs[cur];
+            fprintf(stderr, "vfeed: image %d at %.1fs wall_ms=%lld\n", cur, t - start, wall_ms());
         }
         struct pollfd p = {.fd = fd, .events = POLLOUT};
         int pr = poll(&p, 1, 1000);
@@ -192,6 +207,7 @@ done:
 int main(int argc, char **argv) {
     signal(SIGTERM, on_term);
     signal(SIGINT, on_term);
+    signal(SIGUSR1, on_usr1);
     if (argc >= 4 && strcmp(argv[1], "setup") == 0) {
         unsigned w = atoi(argv[2]), h = atoi(argv[3]);
         set_timings(CAP, w, h);
