@@ -1,0 +1,432 @@
+//! Rewrites dynamically quantised ONNX graphs into float ones when a model is loaded.
+//!
+//! onnxruntime's `quantize_dynamic` turns every convolution into
+//!
+//! ```text
+//! x -> DynamicQuantizeLinear -> (xq, xs, xzp)
+//! Mul(xs, w_scale)                      -> s
+//! ConvInteger(xq, wq, xzp, w_zp)        -> yi      (MatMulInteger likewise)
+//! Cast(yi, to = float)                  -> yc
+//! Mul(yc, s)                            -> y
+//! ```
+//!
+//! tract runs that chain 30-40x slower than a float convolution (its integer kernels are slow on
+//! x86 without VNNI), so each such chain whose weight, weight zero point and weight scale are
+//! constant becomes `Conv(x, (wq - w_zp) * w_scale) -> y`. The float path skips the activation
+//! rounding, so results move by about one quantisation step; the reference test checks that reads
+//! do not. A chain that differs in any way (per-channel scales, weights computed at run time,
+//! external data) is left as it is and logged at debug: it still runs, only slowly.
+
+use std::collections::{HashMap, HashSet};
+
+use tract_onnx::pb::{tensor_proto::DataType, GraphProto, NodeProto, TensorProto};
+
+/// Why one quantised node was left as it is (never an error of the model: it still runs).
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum Unrecognised {
+    #[error("{0} is not produced by DynamicQuantizeLinear")]
+    NotDynamic(String),
+    #[error("{0} is not a constant initializer")]
+    NotConstant(String),
+    #[error("initializer {name}: {reason}")]
+    Tensor { name: String, reason: &'static str },
+    #[error("output {0} is not consumed by exactly Cast(to float) then Mul by the scale")]
+    Tail(String),
+    #[error("scale {0} is not Mul(input scale, constant weight scale)")]
+    Scale(String),
+}
+
+/// How many quantised nodes the rewrite turned into float ones, and how many it left.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Summary {
+    pub rewritten: usize,
+    pub left: usize,
+}
+
+/// One recognised chain, by node index.
+struct Chain {
+    int_node: usize,
+    cast: usize,
+    mul: usize,
+    /// The float tensor that DynamicQuantizeLinear quantised.
+    float_input: String,
+    weight: TensorProto,
+}
+
+/// Rewrites every recognised chain of `graph` in place (see the module doc).
+pub fn rewrite(graph: &mut GraphProto) -> Summary {
+    let mut summary = Summary::default();
+    let chains: Vec<Chain> = {
+        let ctx = Context::new(graph);
+        graph
+            .node
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| n.op_type == "ConvInteger" || n.op_type == "MatMulInteger")
+            .filter_map(|(i, n)| match ctx.chain(i) {
+                Ok(c) => Some(c),
+                Err(why) => {
+                    tracing::debug!(node = %n.name, op = %n.op_type, "left quantised: {why}");
+                    summary.left += 1;
+                    None
+                }
+            })
+            .collect()
+    };
+    if chains.is_empty() {
+        return summary;
+    }
+    let mut drop: HashSet<usize> = HashSet::new();
+    for c in chains {
+        let mul_out = graph.node[c.mul].output[0].clone();
+        let node = &mut graph.node[c.int_node];
+        node.op_type = if node.op_type == "ConvInteger" {
+            "Conv".into()
+        } else {
+            "MatMul".into()
+        };
+        node.input = vec![c.float_input, c.weight.name.clone()];
+        node.output = vec![mul_out];
+        graph.initializer.push(c.weight);
+        drop.insert(c.cast);
+        drop.insert(c.mul);
+        summary.rewritten += 1;
+    }
+    let mut i = 0;
+    graph.node.retain(|_| {
+        i += 1;
+        !drop.contains(&(i - 1))
+    });
+    prune(graph);
+    summary
+}
+
+/// Removes the DynamicQuantizeLinear and scale Mul nodes, and the initializers, that nothing
+/// reads any more; only those kinds, so nothing the rewrite did not orphan is touched.
+fn prune(graph: &mut GraphProto) {
+    loop {
+        let used = used_names(graph);
+        let before = graph.node.len();
+        graph.node.retain(|n| {
+            let prunable = n.op_type == "DynamicQuantizeLinear" || n.op_type == "Mul";
+            !prunable || n.output.iter().any(|o| used.contains(o.as_str()))
+        });
+        if graph.node.len() == before {
+            break;
+        }
+    }
+    let used = used_names(graph);
+    graph
+        .initializer
+        .retain(|t| used.contains(t.name.as_str()) || graph.input.iter().any(|i| i.name == t.name));
+}
+
+fn used_names(graph: &GraphProto) -> HashSet<String> {
+    graph
+        .node
+        .iter()
+        .flat_map(|n| n.input.iter().cloned())
+        .chain(graph.output.iter().map(|o| o.name.clone()))
+        .collect()
+}
+
+/// Who produces and who consumes each tensor name, and the constant initializers.
+struct Context<'a> {
+    graph: &'a GraphProto,
+    producer: HashMap<&'a str, usize>,
+    consumers: HashMap<&'a str, Vec<usize>>,
+    inits: HashMap<&'a str, &'a TensorProto>,
+}
+
+impl<'a> Context<'a> {
+    fn new(graph: &'a GraphProto) -> Context<'a> {
+        let mut producer = HashMap::new();
+        let mut consumers: HashMap<&str, Vec<usize>> = HashMap::new();
+        for (i, n) in graph.node.iter().enumerate() {
+            for o in &n.output {
+                producer.insert(o.as_str(), i);
+            }
+            for inp in &n.input {
+                consumers.entry(inp.as_str()).or_default().push(i);
+            }
+        }
+        let inits = graph
+            .initializer
+            .iter()
+            .map(|t| (t.name.as_str(), t))
+            .collect();
+        Context {
+            graph,
+            producer,
+            consumers,
+            inits,
+        }
+    }
+
+    fn chain(&self, int_node: usize) -> Result<Chain, Unrecognised> {
+        let n = &self.graph.node[int_node];
+        let input = |k: usize| n.input.get(k).map(String::as_str).unwrap_or("");
+        let (xq, wq_name, xzp, wzp_name) = (input(0), input(1), input(2), input(3));
+        // x and its zero point must be outputs 0 and 2 of one DynamicQuantizeLinear.
+        let dql = self
+            .producer
+            .get(xq)
+            .copied()
+            .filter(|&p| self.graph.node[p].op_type == "DynamicQuantizeLinear")
+            .ok_or_else(|| Unrecognised::NotDynamic(xq.into()))?;
+        let dq = &self.graph.node[dql];
+        if dq.output.first().map(String::as_str) != Some(xq)
+            || dq.output.get(2).map(String::as_str) != Some(xzp)
+        {
+            return Err(Unrecognised::NotDynamic(xzp.into()));
+        }
+        let (float_input, x_scale) = match (dq.input.first(), dq.output.get(1)) {
+            (Some(i), Some(s)) => (i.clone(), s.as_str()),
+            _ => return Err(Unrecognised::NotDynamic(xq.into())),
+        };
+        let wq = self.init(wq_name)?;
+        let out = n.output.first().map(String::as_str).unwrap_or("");
+        let (cast, mul) = self.tail(out)?;
+        let m = &self.graph.node[mul];
+        let scale_name = m
+            .input
+            .iter()
+            .find(|i| i.as_str() != self.graph.node[cast].output[0])
+            .map(String::as_str)
+            .unwrap_or("");
+        let w_scale = self.weight_scale(scale_name, x_scale)?;
+        let w_zp = if wzp_name.is_empty() {
+            0.0
+        } else {
+            scalar(&ints(self.init(wzp_name)?)?, wzp_name)?
+        };
+        let w_scale = scalar(&floats(self.init(w_scale)?)?, w_scale)?;
+        let data: Vec<u8> = ints(wq)?
+            .iter()
+            .flat_map(|&q| ((q - w_zp) * w_scale).to_le_bytes())
+            .collect();
+        let weight = TensorProto {
+            name: format!("{wq_name}_dequantized"),
+            dims: wq.dims.clone(),
+            data_type: DataType::Float as i32,
+            raw_data: data,
+            ..TensorProto::default()
+        };
+        Ok(Chain {
+            int_node,
+            cast,
+            mul,
+            float_input,
+            weight,
+        })
+    }
+
+    /// The Cast(to float) and Mul that alone consume the integer output.
+    fn tail(&self, out: &str) -> Result<(usize, usize), Unrecognised> {
+        let only = |name: &str| match self.consumers.get(name).map(Vec::as_slice) {
+            Some(&[c]) => Some(c),
+            _ => None,
+        };
+        let cast = only(out)
+            .filter(|&c| {
+                let c = &self.graph.node[c];
+                c.op_type == "Cast"
+                    && c.attribute
+                        .iter()
+                        .any(|a| a.name == "to" && a.i == DataType::Float as i64)
+            })
+            .ok_or_else(|| Unrecognised::Tail(out.into()))?;
+        let cast_out = self.graph.node[cast].output.first().map(String::as_str);
+        let mul = cast_out
+            .and_then(only)
+            .filter(|&m| {
+                let m = &self.graph.node[m];
+                m.op_type == "Mul" && m.input.len() == 2 && m.output.len() == 1
+            })
+            .ok_or_else(|| Unrecognised::Tail(out.into()))?;
+        Ok((cast, mul))
+    }
+
+    /// `scale` must be Mul(x_scale, w_scale) with w_scale an initializer; returns its name.
+    fn weight_scale(&self, scale: &str, x_scale: &str) -> Result<&'a str, Unrecognised> {
+        let m = self
+            .producer
+            .get(scale)
+            .map(|&p| &self.graph.node[p])
+            .filter(|m| m.op_type == "Mul" && m.input.len() == 2)
+            .ok_or_else(|| Unrecognised::Scale(scale.into()))?;
+        match (m.input[0].as_str(), m.input[1].as_str()) {
+            (a, w) | (w, a) if a == x_scale && self.inits.contains_key(w) => Ok(w),
+            _ => Err(Unrecognised::Scale(scale.into())),
+        }
+    }
+
+    fn init(&self, name: &str) -> Result<&'a TensorProto, Unrecognised> {
+        self.inits
+            .get(name)
+            .copied()
+            .ok_or_else(|| Unrecognised::NotConstant(name.into()))
+    }
+}
+
+/// The single value of a scalar (or one-element) tensor; per-channel values are not handled.
+fn scalar(values: &[f32], name: &str) -> Result<f32, Unrecognised> {
+    match values {
+        [v] => Ok(*v),
+        _ => Err(Unrecognised::Tensor {
+            name: name.into(),
+            reason: "not a single value (per-channel quantisation is not rewritten)",
+        }),
+    }
+}
+
+fn external(t: &TensorProto) -> bool {
+    t.data_location == Some(tract_onnx::pb::tensor_proto::DataLocation::External as i32)
+}
+
+/// An int8 or uint8 tensor's values (raw bytes, or the int32 field ONNX also allows).
+fn ints(t: &TensorProto) -> Result<Vec<f32>, Unrecognised> {
+    let err = |reason| Unrecognised::Tensor {
+        name: t.name.clone(),
+        reason,
+    };
+    if external(t) {
+        return Err(err("stored in an external file"));
+    }
+    let signed = if t.data_type == DataType::Int8 as i32 {
+        true
+    } else if t.data_type == DataType::Uint8 as i32 {
+        false
+    } else {
+        return Err(err("not int8 or uint8"));
+    };
+    let values: Vec<f32> = if t.raw_data.is_empty() {
+        t.int32_data.iter().map(|&v| v as f32).collect()
+    } else if signed {
+        t.raw_data.iter().map(|&b| f32::from(b as i8)).collect()
+    } else {
+        t.raw_data.iter().map(|&b| f32::from(b)).collect()
+    };
+    check_len(t, values)
+}
+
+/// A float tensor's values.
+fn floats(t: &TensorProto) -> Result<Vec<f32>, Unrecognised> {
+    if external(t) || t.data_type != DataType::Float as i32 {
+        return Err(Unrecognised::Tensor {
+            name: t.name.clone(),
+            reason: "not an inline float tensor",
+        });
+    }
+    let values = if t.raw_data.is_empty() {
+        t.float_data.clone()
+    } else {
+        t.raw_data
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect()
+    };
+    check_len(t, values)
+}
+
+/// The element count must match the dims: a truncated tensor is not rewritten.
+fn check_len(t: &TensorProto, values: Vec<f32>) -> Result<Vec<f32>, Unrecognised> {
+    let expected: i64 = t.dims.iter().product();
+    if usize::try_from(expected).ok() == Some(values.len()) {
+        Ok(values)
+    } else {
+        Err(Unrecognised::Tensor {
+            name: t.name.clone(),
+            reason: "element count does not match its dims",
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tract_onnx::pb::AttributeProto;
+
+    fn node(op: &str, inputs: &[&str], outputs: &[&str]) -> NodeProto {
+        NodeProto {
+            op_type: op.into(),
+            name: outputs[0].into(),
+            input: inputs.iter().map(|s| s.to_string()).collect(),
+            output: outputs.iter().map(|s| s.to_string()).collect(),
+            ..NodeProto::default()
+        }
+    }
+
+    fn tensor(name: &str, dt: DataType, dims: &[i64], raw: Vec<u8>) -> TensorProto {
+        TensorProto {
+            name: name.into(),
+            data_type: dt as i32,
+            dims: dims.to_vec(),
+            raw_data: raw,
+            ..TensorProto::default()
+        }
+    }
+
+    /// x -> DQL -> ConvInteger -> Cast -> Mul, as quantize_dynamic writes it.
+    fn quantised(cast_to: DataType) -> GraphProto {
+        let mut cast = node("Cast", &["yi"], &["yc"]);
+        cast.attribute.push(AttributeProto {
+            name: "to".into(),
+            i: cast_to as i64,
+            ..AttributeProto::default()
+        });
+        GraphProto {
+            node: vec![
+                node("DynamicQuantizeLinear", &["x"], &["xq", "xs", "xzp"]),
+                node("Mul", &["xs", "ws"], &["s"]),
+                node("ConvInteger", &["xq", "wq", "xzp", "wzp"], &["yi"]),
+                cast,
+                node("Mul", &["yc", "s"], &["y"]),
+            ],
+            initializer: vec![
+                tensor("wq", DataType::Uint8, &[1, 1, 1, 2], vec![10, 130]),
+                tensor("wzp", DataType::Uint8, &[], vec![128]),
+                tensor("ws", DataType::Float, &[], 0.5f32.to_le_bytes().to_vec()),
+            ],
+            output: vec![tract_onnx::pb::ValueInfoProto {
+                name: "y".into(),
+                ..Default::default()
+            }],
+            ..GraphProto::default()
+        }
+    }
+
+    #[test]
+    fn conv_integer_chain_becomes_float_conv() {
+        let mut g = quantised(DataType::Float);
+        assert_eq!(
+            rewrite(&mut g),
+            Summary {
+                rewritten: 1,
+                left: 0
+            }
+        );
+        let ops: Vec<&str> = g.node.iter().map(|n| n.op_type.as_str()).collect();
+        assert_eq!(ops, ["Conv"]);
+        assert_eq!(g.node[0].input, ["x", "wq_dequantized"]);
+        assert_eq!(g.node[0].output, ["y"]);
+        let w = floats(&g.initializer[0]).expect("float weight");
+        assert_eq!(w, [(10.0 - 128.0) * 0.5, (130.0 - 128.0) * 0.5]);
+        assert_eq!(g.initializer.len(), 1, "the integer weights are dropped");
+    }
+
+    #[test]
+    fn unrecognised_chain_is_left_as_is() {
+        // A Cast to int64 is not the exporter's pattern: nothing may be guessed.
+        let mut g = quantised(DataType::Int64);
+        let before = g.clone();
+        assert_eq!(
+            rewrite(&mut g),
+            Summary {
+                rewritten: 0,
+                left: 1
+            }
+        );
+        assert_eq!(g, before);
+    }
+}
