@@ -19,7 +19,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use tract_onnx::pb::{tensor_proto::DataType, GraphProto, NodeProto, TensorProto};
+use tract_onnx::pb::{tensor_proto::DataType, GraphProto, TensorProto};
 
 /// Why one quantised node was left as it is (never an error of the model: it still runs).
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -51,6 +51,8 @@ struct Chain {
     /// The float tensor that DynamicQuantizeLinear quantised.
     float_input: String,
     weight: TensorProto,
+    /// The Add of a per-channel bias after a convolution, and the bias, folded into the Conv.
+    bias: Option<(usize, String)>,
 }
 
 /// Rewrites every recognised chain of `graph` in place (see the module doc).
@@ -78,7 +80,9 @@ pub fn rewrite(graph: &mut GraphProto) -> Summary {
     }
     let mut drop: HashSet<usize> = HashSet::new();
     for c in chains {
-        let mul_out = graph.node[c.mul].output[0].clone();
+        // The Conv takes over the output of the last node it replaces.
+        let last = c.bias.as_ref().map_or(c.mul, |(add, _)| *add);
+        let output = graph.node[last].output.clone();
         let node = &mut graph.node[c.int_node];
         node.op_type = if node.op_type == "ConvInteger" {
             "Conv".into()
@@ -86,7 +90,11 @@ pub fn rewrite(graph: &mut GraphProto) -> Summary {
             "MatMul".into()
         };
         node.input = vec![c.float_input, c.weight.name.clone()];
-        node.output = vec![mul_out];
+        node.output = output;
+        if let Some((add, bias)) = c.bias {
+            node.input.push(bias);
+            drop.insert(add);
+        }
         graph.initializer.push(c.weight);
         drop.insert(c.cast);
         drop.insert(c.mul);
@@ -101,14 +109,17 @@ pub fn rewrite(graph: &mut GraphProto) -> Summary {
     summary
 }
 
-/// Removes the DynamicQuantizeLinear and scale Mul nodes, and the initializers, that nothing
-/// reads any more; only those kinds, so nothing the rewrite did not orphan is touched.
+/// Removes the DynamicQuantizeLinear, scale Mul and bias Reshape nodes, and the initializers,
+/// that nothing reads any more; only those kinds, so nothing the rewrite did not orphan is touched.
 fn prune(graph: &mut GraphProto) {
     loop {
         let used = used_names(graph);
         let before = graph.node.len();
         graph.node.retain(|n| {
-            let prunable = n.op_type == "DynamicQuantizeLinear" || n.op_type == "Mul";
+            let prunable = matches!(
+                n.op_type.as_str(),
+                "DynamicQuantizeLinear" | "Mul" | "Reshape"
+            );
             !prunable || n.output.iter().any(|o| used.contains(o.as_str()))
         });
         if graph.node.len() == before {
@@ -212,13 +223,49 @@ impl<'a> Context<'a> {
             raw_data: data,
             ..TensorProto::default()
         };
+        let bias = if n.op_type == "ConvInteger" {
+            self.conv_bias(mul, wq.dims.first().copied().unwrap_or(0))
+        } else {
+            None
+        };
         Ok(Chain {
             int_node,
             cast,
             mul,
             float_input,
             weight,
+            bias,
         })
+    }
+
+    /// `Add(y, Reshape(b, [1, M or -1, 1, 1]))` with `b` a constant `[M]` float vector: the exporter's
+    /// bias. Folded into the Conv because tract 0.23.9 fails to optimise a float Conv followed by
+    /// that Add (its ChangeAxes pass hands the Conv a `[M, 1]` bias). Anything else: `None`, the
+    /// Add stays.
+    fn conv_bias(&self, mul: usize, channels: i64) -> Option<(usize, String)> {
+        let y = self.graph.node[mul].output.first()?;
+        let add = match self.consumers.get(y.as_str()).map(Vec::as_slice) {
+            Some(&[a]) => a,
+            _ => return None,
+        };
+        let a = &self.graph.node[add];
+        if a.op_type != "Add" || a.input.len() != 2 || a.output.len() != 1 {
+            return None;
+        }
+        let other = a.input.iter().find(|i| *i != y)?;
+        let r = &self.graph.node[*self.producer.get(other.as_str())?];
+        if r.op_type != "Reshape" || r.input.len() != 2 {
+            return None;
+        }
+        let b = self.inits.get(r.input[0].as_str())?;
+        let shape = int64s(self.inits.get(r.input[1].as_str())?)?;
+        let per_channel = b.dims == [channels]
+            && b.data_type == DataType::Float as i32
+            && shape.len() >= 2
+            // -1: "the rest", which for a [M] vector is M.
+            && (shape[1] == channels || shape[1] == -1)
+            && shape.iter().enumerate().all(|(k, &d)| k == 1 || d == 1);
+        per_channel.then(|| (add, b.name.clone()))
     }
 
     /// The Cast(to float) and Mul that alone consume the integer output.
@@ -310,6 +357,20 @@ fn ints(t: &TensorProto) -> Result<Vec<f32>, Unrecognised> {
     check_len(t, values)
 }
 
+/// An inline int64 tensor's values (a Reshape's shape).
+fn int64s(t: &TensorProto) -> Option<Vec<i64>> {
+    if external(t) || t.data_type != DataType::Int64 as i32 {
+        return None;
+    }
+    if t.raw_data.is_empty() {
+        return Some(t.int64_data.clone());
+    }
+    t.raw_data
+        .chunks(8)
+        .map(|c| <[u8; 8]>::try_from(c).ok().map(i64::from_le_bytes))
+        .collect()
+}
+
 /// A float tensor's values.
 fn floats(t: &TensorProto) -> Result<Vec<f32>, Unrecognised> {
     if external(t) || t.data_type != DataType::Float as i32 {
@@ -345,7 +406,7 @@ fn check_len(t: &TensorProto, values: Vec<f32>) -> Result<Vec<f32>, Unrecognised
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tract_onnx::pb::AttributeProto;
+    use tract_onnx::pb::{AttributeProto, NodeProto};
 
     fn node(op: &str, inputs: &[&str], outputs: &[&str]) -> NodeProto {
         NodeProto {
