@@ -433,6 +433,7 @@ mod tests {
         let mut cast = node("Cast", &["yi"], &["yc"]);
         cast.attribute.push(AttributeProto {
             name: "to".into(),
+            r#type: tract_onnx::pb::attribute_proto::AttributeType::Int as i32,
             i: cast_to as i64,
             ..AttributeProto::default()
         });
@@ -489,5 +490,100 @@ mod tests {
             }
         );
         assert_eq!(g, before);
+    }
+
+    /// quantize_dynamic's conv as it writes it (bias Add on a reshaped vector included), run by
+    /// tract as exported and rewritten: same values within the activation quantisation step.
+    #[test]
+    fn rewritten_conv_computes_what_the_quantised_one_does() {
+        use super::super::engine::{Input, InputType, ModelFile, OnnxModel, Quantized};
+        use prost::Message;
+        use tract_onnx::pb::{
+            attribute_proto::AttributeType, tensor_proto, ModelProto, OperatorSetIdProto,
+            TypeProto, ValueInfoProto,
+        };
+
+        let ints = |name: &str, v: &[i64]| AttributeProto {
+            name: name.into(),
+            r#type: AttributeType::Ints as i32,
+            ints: v.to_vec(),
+            ..AttributeProto::default()
+        };
+        let value = |name: &str, dims: &[i64]| ValueInfoProto {
+            name: name.into(),
+            r#type: Some(TypeProto {
+                value: Some(tract_onnx::pb::type_proto::Value::TensorType(
+                    tract_onnx::pb::type_proto::Tensor {
+                        elem_type: DataType::Float as i32,
+                        shape: Some(tract_onnx::pb::TensorShapeProto {
+                            dim: dims
+                                .iter()
+                                .map(|&d| tract_onnx::pb::tensor_shape_proto::Dimension {
+                                    value: Some(
+                                        tract_onnx::pb::tensor_shape_proto::dimension::Value::DimValue(d),
+                                    ),
+                                    ..Default::default()
+                                })
+                                .collect(),
+                        }),
+                    },
+                )),
+                ..TypeProto::default()
+            }),
+            ..ValueInfoProto::default()
+        };
+        let mut g = quantised(DataType::Float);
+        // 3 output channels, 2 input channels, 3x3 kernel padded to keep 5x5.
+        let wq: Vec<u8> = (0..54u32).map(|i| ((i * 37 + 11) % 256) as u8).collect();
+        g.initializer[0] = tensor("wq", DataType::Uint8, &[3, 2, 3, 3], wq);
+        g.initializer[2] = tensor("ws", DataType::Float, &[], 0.01f32.to_le_bytes().to_vec());
+        g.node[2].attribute = vec![
+            ints("kernel_shape", &[3, 3]),
+            ints("pads", &[1, 1, 1, 1]),
+            ints("strides", &[1, 1]),
+        ];
+        g.node[4] = node("Mul", &["yc", "s"], &["scaled"]);
+        g.node.push(node("Reshape", &["b", "bshape"], &["b4"]));
+        g.node.push(node("Add", &["scaled", "b4"], &["y"]));
+        let bias: Vec<u8> = [0.5f32, -1.0, 2.0].iter().flat_map(|v| v.to_le_bytes()).collect();
+        g.initializer.push(tensor("b", DataType::Float, &[3], bias));
+        g.initializer.push(TensorProto {
+            name: "bshape".into(),
+            data_type: tensor_proto::DataType::Int64 as i32,
+            dims: vec![4],
+            int64_data: vec![1, -1, 1, 1],
+            ..TensorProto::default()
+        });
+        g.input = vec![value("x", &[1, 2, 5, 5])];
+        g.output = vec![value("y", &[1, 3, 5, 5])];
+        let bytes = ModelProto {
+            ir_version: 8,
+            opset_import: vec![OperatorSetIdProto {
+                domain: String::new(),
+                version: 13,
+            }],
+            graph: Some(g),
+            ..ModelProto::default()
+        }
+        .encode_to_vec();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("quantised.onnx");
+        std::fs::write(&path, bytes).expect("write");
+        let x: Vec<f32> = (0..50).map(|i| ((i * 17 % 50) as f32 / 25.0) - 1.0).collect();
+        let run = |q| {
+            OnnxModel::load(&ModelFile::unchecked(&path), &[1, 2, 5, 5], InputType::F32, q)
+                .expect("loads")
+                .run(Input::F32(&x))
+                .expect("runs")
+                .remove(0)
+                .data
+        };
+        let (exported, rewritten) = (run(Quantized::AsExported), run(Quantized::Dequantize));
+        assert_eq!(exported.len(), 75);
+        assert!(exported.iter().any(|v| v.abs() > 1.0), "{exported:?}");
+        // 18 products, each off by at most half an activation step (2/255/2) times |w| <= 1.28.
+        for (a, b) in exported.iter().zip(&rewritten) {
+            assert!((a - b).abs() < 0.1, "{a} vs {b}");
+        }
     }
 }
