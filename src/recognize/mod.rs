@@ -112,7 +112,9 @@ impl Recognizer {
                 ModelFormat::Platecam => {
                     Detector::platecam(&Manifest::load(&mc.path)?, mc.score_threshold, q)?
                 }
-                ModelFormat::YoloEnd2end => Detector::yolo_end2end(&mc.path, mc.score_threshold, q)?,
+                ModelFormat::YoloEnd2end => {
+                    Detector::yolo_end2end(&mc.path, mc.score_threshold, q)?
+                }
                 ModelFormat::FastPlateOcr => {
                     return Err(RecognizeError::Config {
                         key: "recognition.detector.format",
@@ -125,7 +127,9 @@ impl Recognizer {
             None => Ocr::platecam(&default_manifest()?, q)?,
             Some(mc) => match mc.format {
                 ModelFormat::Platecam => Ocr::platecam(&Manifest::load(&mc.path)?, q)?,
-                ModelFormat::FastPlateOcr => Ocr::fast_plate_ocr(&mc.path, &plate_config_path(mc), q)?,
+                ModelFormat::FastPlateOcr => {
+                    Ocr::fast_plate_ocr(&mc.path, &plate_config_path(mc), q)?
+                }
                 ModelFormat::YoloEnd2end => {
                     return Err(RecognizeError::Config {
                         key: "recognition.ocr.format",

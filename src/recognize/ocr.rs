@@ -58,7 +58,12 @@ impl Ocr {
         } else {
             Fit::Stretch
         };
-        let model = OnnxModel::load(&ModelFile::unchecked(path), &target.shape(), InputType::U8, q)?;
+        let model = OnnxModel::load(
+            &ModelFile::unchecked(path),
+            &target.shape(),
+            InputType::U8,
+            q,
+        )?;
         Ok(Ocr {
             model,
             target,
