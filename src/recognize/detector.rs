@@ -5,7 +5,7 @@ use std::sync::Mutex;
 
 use image::RgbImage;
 
-use super::engine::{Input, InputType, ModelFile, OnnxModel, Output};
+use super::engine::{Input, InputType, ModelFile, OnnxModel, Output, Quantized};
 use super::manifest::Manifest;
 use super::preprocess::{fill, Fit, Layout, Placement, Rect, Target};
 use super::{PlateBox, RecognizeError};
@@ -34,6 +34,7 @@ impl Detector {
     pub fn platecam(
         m: &Manifest,
         score_threshold: Option<f32>,
+        q: Quantized,
     ) -> Result<Detector, RecognizeError> {
         let d = &m.detector;
         let target = d.input.target();
@@ -49,6 +50,7 @@ impl Detector {
                 nms_iou: d.nms_iou,
             },
             score_threshold.unwrap_or(d.score_threshold),
+            q,
         )
     }
 
@@ -56,6 +58,7 @@ impl Detector {
     pub fn yolo_end2end(
         path: &Path,
         score_threshold: Option<f32>,
+        q: Quantized,
     ) -> Result<Detector, RecognizeError> {
         let target = Target {
             width: 416,
@@ -76,6 +79,7 @@ impl Detector {
             fit,
             Decoder::YoloEnd2end,
             threshold,
+            q,
         )
     }
 
@@ -85,8 +89,9 @@ impl Detector {
         fit: Fit,
         decoder: Decoder,
         score_threshold: f32,
+        q: Quantized,
     ) -> Result<Detector, RecognizeError> {
-        let model = OnnxModel::load(file, &target.shape(), InputType::F32)?;
+        let model = OnnxModel::load(file, &target.shape(), InputType::F32, q)?;
         Ok(Detector {
             model,
             target,

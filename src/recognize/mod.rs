@@ -4,6 +4,7 @@
 //! Data types name the stage: `Frame` -> `PlateBox` (detector) -> `PlateText` (OCR) ->
 //! `Detection` (both, per frame) -> `PlateRead` (tracker, one per vehicle pass).
 
+mod dequantize;
 mod detector;
 mod engine;
 mod formats;
@@ -13,6 +14,7 @@ mod preprocess;
 pub mod tracker;
 
 pub use detector::{decode_grid, iou, nms};
+pub use engine::Quantized;
 pub use manifest::Manifest;
 pub use tracker::{FrameInfo, Tracker};
 
@@ -84,6 +86,14 @@ impl Recognizer {
     /// Loads the configured models; `None`, or a stage left out, uses our own models from the
     /// default manifest (see [`default_manifest_path`]).
     pub fn from_config(cfg: Option<&RecognitionConfig>) -> Result<Recognizer, RecognizeError> {
+        Recognizer::from_config_with(cfg, Quantized::default())
+    }
+
+    /// [`Recognizer::from_config`], choosing what happens to dynamically quantised models.
+    pub fn from_config_with(
+        cfg: Option<&RecognitionConfig>,
+        q: Quantized,
+    ) -> Result<Recognizer, RecognizeError> {
         let det_cfg = cfg.and_then(|c| c.detector.as_ref());
         let ocr_cfg = cfg.and_then(|c| c.ocr.as_ref());
         // Loaded once when either stage needs it; the default manifest may not exist otherwise.
@@ -97,12 +107,14 @@ impl Recognizer {
             Ok(m)
         };
         let detector = match det_cfg {
-            None => Detector::platecam(&default_manifest()?, None)?,
+            None => Detector::platecam(&default_manifest()?, None, q)?,
             Some(mc) => match mc.format {
                 ModelFormat::Platecam => {
-                    Detector::platecam(&Manifest::load(&mc.path)?, mc.score_threshold)?
+                    Detector::platecam(&Manifest::load(&mc.path)?, mc.score_threshold, q)?
                 }
-                ModelFormat::YoloEnd2end => Detector::yolo_end2end(&mc.path, mc.score_threshold)?,
+                ModelFormat::YoloEnd2end => {
+                    Detector::yolo_end2end(&mc.path, mc.score_threshold, q)?
+                }
                 ModelFormat::FastPlateOcr => {
                     return Err(RecognizeError::Config {
                         key: "recognition.detector.format",
@@ -112,10 +124,12 @@ impl Recognizer {
             },
         };
         let ocr = match ocr_cfg {
-            None => Ocr::platecam(&default_manifest()?)?,
+            None => Ocr::platecam(&default_manifest()?, q)?,
             Some(mc) => match mc.format {
-                ModelFormat::Platecam => Ocr::platecam(&Manifest::load(&mc.path)?)?,
-                ModelFormat::FastPlateOcr => Ocr::fast_plate_ocr(&mc.path, &plate_config_path(mc))?,
+                ModelFormat::Platecam => Ocr::platecam(&Manifest::load(&mc.path)?, q)?,
+                ModelFormat::FastPlateOcr => {
+                    Ocr::fast_plate_ocr(&mc.path, &plate_config_path(mc), q)?
+                }
                 ModelFormat::YoloEnd2end => {
                     return Err(RecognizeError::Config {
                         key: "recognition.ocr.format",

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use image::RgbImage;
 
-use super::engine::{Input, InputType, ModelFile, OnnxModel};
+use super::engine::{Input, InputType, ModelFile, OnnxModel, Quantized};
 use super::manifest::{Manifest, PlateConfig};
 use super::preprocess::{fill, Fit, Layout, Rect, Target};
 use super::{CharProb, PlateBox, PlateText, RecognizeError};
@@ -24,10 +24,10 @@ pub struct Ocr {
 }
 
 impl Ocr {
-    pub fn platecam(m: &Manifest) -> Result<Ocr, RecognizeError> {
+    pub fn platecam(m: &Manifest, q: Quantized) -> Result<Ocr, RecognizeError> {
         let o = &m.ocr;
         let target = o.input.target();
-        let model = OnnxModel::load(&m.ocr_file(), &target.shape(), InputType::F32)?;
+        let model = OnnxModel::load(&m.ocr_file(), &target.shape(), InputType::F32, q)?;
         Ok(Ocr {
             model,
             target,
@@ -41,7 +41,7 @@ impl Ocr {
     }
 
     /// fast-plate-ocr: u8 NHWC input (the model rescales inside), geometry from its YAML.
-    pub fn fast_plate_ocr(path: &Path, config: &Path) -> Result<Ocr, RecognizeError> {
+    pub fn fast_plate_ocr(path: &Path, config: &Path, q: Quantized) -> Result<Ocr, RecognizeError> {
         let c = PlateConfig::load(config)?;
         let target = Target {
             width: c.img_width,
@@ -58,7 +58,12 @@ impl Ocr {
         } else {
             Fit::Stretch
         };
-        let model = OnnxModel::load(&ModelFile::unchecked(path), &target.shape(), InputType::U8)?;
+        let model = OnnxModel::load(
+            &ModelFile::unchecked(path),
+            &target.shape(),
+            InputType::U8,
+            q,
+        )?;
         Ok(Ocr {
             model,
             target,
