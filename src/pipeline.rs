@@ -340,7 +340,6 @@ fn accept(stage: &Stage, read: &PlateRead) -> bool {
             tracing::info!(
                 seq = stored.seq,
                 id = %stored.message.id,
-                plate = %stored.message.plate,
                 camera = %stored.message.camera,
                 confidence = stored.message.confidence,
                 frames_seen = stored.message.frames_seen,

@@ -96,6 +96,10 @@ pub struct HealthMessage {
     /// Age of the oldest read not yet acknowledged by the broker.
     pub oldest_unsent_age_s: Option<f64>,
     pub evictions: u64,
+    /// Stored records that no longer decode, set aside in the outbox's quarantine (see
+    /// `platecam outbox recover`), in total.
+    #[serde(default)]
+    pub quarantined: u64,
     pub outbox_bytes: u64,
     pub disk_free_bytes: Option<u64>,
     /// Log events not forwarded over MQTT (rate limit or full queue) since start.

@@ -190,6 +190,12 @@ async fn broker_down_then_up_delivers_every_accepted_read_in_order() {
     );
     let seqs: Vec<u64> = reads.iter().map(|r| r.seq).collect();
     assert_eq!(seqs, (0..truth.len() as u64).collect::<Vec<_>>());
+    // No plate text in the logs at the default level: they go to journald and over MQTT.
+    let lines = daemon.lines();
+    for r in &reads {
+        let leaks: Vec<&String> = lines.iter().filter(|l| l.contains(&r.plate)).collect();
+        assert!(leaks.is_empty(), "plate {} logged: {leaks:#?}", r.plate);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -82,6 +82,7 @@ impl HealthSampler {
                 .oldest_stored_at
                 .map(|t| wall.duration_since(t).map_or(0.0, |d| d.as_secs_f64())),
             evictions: stats.evictions,
+            quarantined: stats.quarantined,
             outbox_bytes: stats.bytes_on_disk,
             disk_free_bytes,
             logs_dropped: metrics.logs_dropped.load(Ordering::Relaxed),
