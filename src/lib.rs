@@ -10,6 +10,7 @@ pub mod cli;
 pub mod config;
 pub mod outbox;
 pub mod pipeline;
+pub mod privacy;
 pub mod publish;
 pub mod recognize;
 pub mod telemetry;
