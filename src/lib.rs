@@ -14,6 +14,7 @@ pub mod privacy;
 pub mod publish;
 pub mod recognize;
 pub mod telemetry;
+pub mod web;
 pub mod wire;
 
 /// Exit code for bad configuration or unusable model files (sysexits `EX_CONFIG`).

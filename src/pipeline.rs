@@ -24,6 +24,7 @@ use crate::publish::{self, PublishSettings};
 use crate::recognize::tracker::{FrameInfo, Tracker};
 use crate::recognize::{PlateRead, RecognizeError, Recognizer};
 use crate::telemetry::{LogStream, Metrics};
+use crate::web;
 use crate::wire::{ModelHashes, ReadMessage};
 
 /// Frames waiting for inference, per camera. Small on purpose: a live camera's old frames are
@@ -47,6 +48,8 @@ pub enum PipelineError {
     Publish(#[from] publish::PublishError),
     #[error("the publisher stopped before shutdown: {0}")]
     PublisherGone(String),
+    #[error(transparent)]
+    Web(#[from] crate::web::WebError),
 }
 
 impl PipelineError {
@@ -55,6 +58,8 @@ impl PipelineError {
     pub fn exit_code(&self) -> i32 {
         match self {
             PipelineError::Models(_) => crate::EXIT_CONFIG,
+            // A token file that is missing, readable by others or of the wrong length.
+            PipelineError::Web(crate::web::WebError::Token(_)) => crate::EXIT_CONFIG,
             _ => 1,
         }
     }
@@ -108,6 +113,24 @@ pub async fn run(
         publish_stop.clone(),
     ));
 
+    // The installer's page: only when `[web] listen` is set. It stops with the process.
+    let board = cfg
+        .web
+        .listen
+        .map(|_| Arc::new(web::Board::new(cfg.cameras.iter().map(|c| c.name.as_str()))));
+    let web_stop = CancellationToken::new();
+    let _web_stop_guard = web_stop.clone().drop_guard();
+    if let Some(board) = &board {
+        web::start(
+            &cfg,
+            board.clone(),
+            metrics.clone(),
+            outbox.clone(),
+            web_stop,
+        )
+        .await?;
+    }
+
     let capture_stop = shutdown.child_token();
     let stage = Stage {
         device,
@@ -118,6 +141,7 @@ pub async fn run(
         metrics: metrics.clone(),
         new_reads,
         tracking: cfg.tracking.clone(),
+        board,
     };
     let mut threads = Vec::new();
     for camera in &cfg.cameras {
@@ -229,6 +253,8 @@ struct Stage {
     metrics: Arc<Metrics>,
     new_reads: Arc<Notify>,
     tracking: crate::config::TrackingConfig,
+    /// The web page's latest frames and reads, when `[web]` is on.
+    board: Option<Arc<web::Board>>,
 }
 
 fn start_camera(
@@ -273,7 +299,10 @@ fn recognize_loop(stage: &Stage, queue: &FrameQueue) -> u64 {
         };
         let started = Instant::now();
         let detections = match stage.recognizer.recognize(&frame.image) {
-            Ok((detections, _timings)) => detections,
+            Ok((detections, timings)) => {
+                stage.metrics.timings.record_frame(&timings);
+                detections
+            }
             Err(e) => {
                 // One bad frame must not flood the log: at most one line a minute.
                 if last_error.is_none_or(|t| t.elapsed() > Duration::from_secs(60)) {
@@ -303,6 +332,7 @@ fn recognize_loop(stage: &Stage, queue: &FrameQueue) -> u64 {
             std::sync::atomic::Ordering::Relaxed,
         );
         tracks_open = tracks_open || !detections.is_empty();
+        let boxes = stage.board.as_ref().map(|_| web::BoxView::of(&detections));
         let (width, height) = frame.image.dimensions();
         let info = FrameInfo {
             camera: &frame.camera,
@@ -314,6 +344,10 @@ fn recognize_loop(stage: &Stage, queue: &FrameQueue) -> u64 {
         };
         let reads = tracker.push(info, detections);
         accepted += accept_all(stage, reads);
+        // The frame is done with: handed to the page by move, replacing the last one.
+        if let (Some(board), Some(boxes)) = (&stage.board, boxes) {
+            board.offer(&frame.camera, frame.seq, frame.image, boxes);
+        }
     }
     accepted + accept_all(stage, tracker.flush())
 }
@@ -333,10 +367,21 @@ fn accept(stage: &Stage, read: &PlateRead) -> bool {
     };
     let message =
         ReadMessage::from_read(read, &stage.device, &stage.hashes, stage.location.as_ref());
+    let page_crop = stage.board.as_ref().map(|_| jpeg.clone());
     // `append` does its own recovery (a reopen after a failed write, the same record synced
     // again): retrying here would block this thread and could store the read twice.
-    match stage.outbox.append(message, jpeg) {
+    let started = Instant::now();
+    let appended = stage.outbox.append(message, jpeg);
+    stage
+        .metrics
+        .timings
+        .append
+        .observe(started.elapsed().as_secs_f64());
+    match appended {
         Ok(stored) => {
+            if let Some(board) = &stage.board {
+                board.read(stored.seq, &stored.message, page_crop);
+            }
             tracing::info!(
                 seq = stored.seq,
                 id = %stored.message.id,

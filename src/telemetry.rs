@@ -8,6 +8,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use prometheus_client::metrics::histogram::Histogram;
+
 /// Counters for one camera.
 #[derive(Debug, Default)]
 pub struct CameraMetrics {
@@ -41,6 +43,57 @@ pub struct Metrics {
     pub publish_progress: AtomicU64,
     /// Log events the MQTT forwarder dropped (shared with `LogStream::dropped`).
     pub logs_dropped: Arc<AtomicU64>,
+    /// Per-stage durations, for Prometheus (`/metrics`, see `crate::web`).
+    pub timings: StageTimings,
+}
+
+/// How long each stage took, as histograms (seconds). Observing takes no lock on the frame path
+/// worth noting (a few atomics inside the histogram).
+#[derive(Debug)]
+pub struct StageTimings {
+    /// The detector, per frame.
+    pub detect: Histogram,
+    /// Every OCR run of a frame together.
+    pub ocr: Histogram,
+    /// Detector and OCR of a frame.
+    pub frame: Histogram,
+    /// Storing one read durably (`Outbox::append`, synced).
+    pub append: Histogram,
+}
+
+impl Default for StageTimings {
+    fn default() -> Self {
+        // 1 ms to about 16 s, doubling: a fast x86 frame to a slow ARM frame or a stuck sync.
+        let new = || {
+            Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+                0.001, 2.0, 15,
+            ))
+        };
+        StageTimings {
+            detect: new(),
+            ocr: new(),
+            frame: new(),
+            append: new(),
+        }
+    }
+}
+
+impl StageTimings {
+    /// The stages and their histograms, in the order `/metrics` lists them.
+    pub fn stages(&self) -> [(&'static str, &Histogram); 4] {
+        [
+            ("detect", &self.detect),
+            ("ocr", &self.ocr),
+            ("frame", &self.frame),
+            ("append", &self.append),
+        ]
+    }
+
+    pub fn record_frame(&self, t: &crate::recognize::Timings) {
+        self.detect.observe(t.detect_ms / 1e3);
+        self.ocr.observe(t.ocr_ms / 1e3);
+        self.frame.observe(t.total_ms / 1e3);
+    }
 }
 
 /// Why passes ended without a read; each also gets a debug log line with its reason.
@@ -69,6 +122,7 @@ impl Default for Metrics {
             progress: AtomicU64::new(0),
             publish_progress: AtomicU64::new(0),
             logs_dropped: Arc::default(),
+            timings: StageTimings::default(),
         }
     }
 }
@@ -164,7 +218,8 @@ const LOG_QUEUE: usize = 256;
 
 /// Where log lines go: journald when systemd started us (it sets `JOURNAL_STREAM`), else stderr.
 /// `PLATECAM_LOG` (a tracing filter) overrides the configured level. With `mqtt_level` other than
-/// "off", events at or above it are also queued for MQTT, and the queue is returned.
+/// "off" (the default is "warn"), events at or above it are also queued for MQTT, and the queue
+/// is returned.
 pub fn init_logging(cfg: &crate::config::LoggingConfig) -> Option<LogStream> {
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;

@@ -39,6 +39,7 @@ pub struct Config {
     pub tracking: TrackingConfig,
     pub location: Option<LocationConfig>,
     pub logging: LoggingConfig,
+    pub web: WebConfig,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, Default)]
@@ -260,8 +261,8 @@ pub struct LocationConfig {
 pub struct LoggingConfig {
     /// tracing filter for the local log (journald or stderr), e.g. "info" or "platecam=debug".
     pub level: String,
-    /// Lowest level forwarded to `<prefix>/<device>/logs` over MQTT: "off" (default), "error",
-    /// "warn", "info", "debug".
+    /// Lowest level forwarded to `<prefix>/<device>/logs` over MQTT: "off", "error", "warn"
+    /// (default), "info", "debug".
     pub mqtt_level: String,
     /// Log events forwarded over MQTT per second, at most (bursts of up to 5 seconds' worth).
     pub mqtt_rate: u32,
@@ -271,9 +272,28 @@ impl Default for LoggingConfig {
     fn default() -> Self {
         LoggingConfig {
             level: "info".into(),
-            mqtt_level: "off".into(),
+            mqtt_level: "warn".into(),
             mqtt_rate: 10,
         }
+    }
+}
+
+/// `[web]`: the installer's page and Prometheus `/metrics` (see `crate::web`).
+#[derive(Debug, Clone, Deserialize, Serialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebConfig {
+    /// Address and port to serve on; `None` (the default): no listener.
+    pub listen: Option<std::net::SocketAddr>,
+    /// A file with the access token (0600). Beyond loopback a token is always required: this
+    /// file, else the systemd credential `platecam-web-token`, else one made on first start in
+    /// `<storage.dir>/web-token.key`.
+    pub token_file: Option<PathBuf>,
+}
+
+impl WebConfig {
+    /// Whether requests must carry the token: always beyond loopback, and wherever one is set.
+    pub fn needs_token(&self) -> bool {
+        self.token_file.is_some() || self.listen.is_some_and(|a| !a.ip().is_loopback())
     }
 }
 

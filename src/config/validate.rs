@@ -351,6 +351,20 @@ pub(super) fn static_checks(c: &Config, lines: &KeyLines) -> Vec<Problem> {
             ),
         );
     }
+
+    // web
+    if c.web.listen.is_none() && c.web.token_file.is_some() {
+        bad(
+            "web.token_file",
+            "is set but web.listen is not: nothing is served; set web.listen or remove this".into(),
+        );
+    }
+    if c.web.listen.is_some_and(|a| a.port() == 0) {
+        bad(
+            "web.listen",
+            "port 0 would pick a random port nobody can find; name a port".into(),
+        );
+    }
     p
 }
 
@@ -419,6 +433,7 @@ pub(super) fn machine_checks(c: &Config, lines: &KeyLines, cameras: bool) -> Vec
         ("mqtt.cert", &c.mqtt.cert),
         ("mqtt.key", &c.mqtt.key),
         ("mqtt.password_file", &c.mqtt.password_file),
+        ("web.token_file", &c.web.token_file),
     ] {
         if let Some(path) = path {
             file(key, path);

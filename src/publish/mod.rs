@@ -33,7 +33,7 @@
 //! cancels `poll()` half-way through a write (which would lose a request and shift the FIFO).
 
 mod connect;
-mod health;
+pub(crate) mod health;
 mod ledger;
 mod mqtt;
 
