@@ -343,9 +343,9 @@ async fn garbage_outbox_and_corrupt_photo_are_survived() {
     std::fs::create_dir_all(state.join("outbox")).expect("mkdir");
     std::fs::write(state.join("outbox").join("db"), vec![0x5Au8; 65536]).expect("garbage");
     std::fs::write(state.join("outbox").join("conf"), b"garbage").expect("garbage");
+    // [logging] left at its defaults: warnings go over MQTT without being asked for (14.5).
     let cfg = RunConfig {
         drain_timeout: "20s",
-        logging: "mqtt_level = \"warn\"",
         ..RunConfig::new(&state, &replay, broker.port)
     }
     .write();
