@@ -380,7 +380,7 @@ fn accept(stage: &Stage, read: &PlateRead) -> bool {
     match appended {
         Ok(stored) => {
             if let Some(board) = &stage.board {
-                board.read(stored.seq, &stored.message, page_crop);
+                board.read(web::RecentRead::of(stored.seq, &stored.message, page_crop));
             }
             tracing::info!(
                 seq = stored.seq,

@@ -601,3 +601,45 @@ fn default_device_id_differs_per_machine_and_is_kept_without_a_machine_id() {
     let other = super::default_device_id(&mid, &dir.path().join("state2"));
     assert_ne!(other, made, "another unit makes another id");
 }
+
+// [web] (issue 14)
+
+#[test]
+fn web_is_off_by_default_and_loopback_needs_no_token() {
+    let c = load_str("", "t.toml").unwrap_or_else(|e| panic!("{e}"));
+    assert!(c.web.listen.is_none() && !c.web.needs_token());
+    let c = load_str("[web]\nlisten = \"127.0.0.1:8080\"\n", "t.toml")
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(!c.web.needs_token());
+    let c =
+        load_str("[web]\nlisten = \"[::1]:8080\"\n", "t.toml").unwrap_or_else(|e| panic!("{e}"));
+    assert!(!c.web.needs_token());
+    // Beyond loopback a token is always needed (a file, a credential, or one made at start).
+    for listen in ["0.0.0.0:8080", "192.0.2.7:8080", "[::]:8080"] {
+        let c = load_str(&format!("[web]\nlisten = \"{listen}\"\n"), "t.toml")
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(c.web.needs_token(), "{listen}");
+    }
+}
+
+#[test]
+fn web_mistakes_are_reported_with_key_and_line() {
+    let p = problems("[web]\nlisten = \"localhost\"\n\n[logging]\nmqtt_level = \"loud\"\n");
+    assert_eq!(
+        keys_lines(&p),
+        vec![("web.listen", Some(2)), ("logging.mqtt_level", Some(5))]
+    );
+    let p = problems("[web]\nlisten = \"127.0.0.1:0\"\n");
+    assert_eq!(keys_lines(&p), vec![("web.listen", Some(2))]);
+    let p = problems("[web]\ntoken_file = \"/etc/platecam/web-token\"\n");
+    assert_eq!(keys_lines(&p), vec![("web.token_file", Some(2))]);
+    let p = problems("[web]\nlisten = \"127.0.0.1:8080\"\npassword = \"x\"\n");
+    assert_eq!(keys_lines(&p).first().map(|k| k.0), Some("web.password"));
+}
+
+#[test]
+fn warnings_are_forwarded_over_mqtt_by_default() {
+    assert_eq!(LoggingConfig::default().mqtt_level, "warn");
+    let c = load_str("", "t.toml").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(c.logging.mqtt_level, "warn");
+}

@@ -67,6 +67,21 @@ pub struct RecentRead {
     pub crop: Option<Arc<Vec<u8>>>,
 }
 
+impl RecentRead {
+    pub fn of(seq: u64, message: &ReadMessage, crop: Option<Vec<u8>>) -> RecentRead {
+        RecentRead {
+            seq,
+            id: message.id.clone(),
+            camera: message.camera.clone(),
+            plate: message.plate.clone(),
+            confidence: message.confidence,
+            captured_at: message.captured_at.clone(),
+            frames_seen: message.frames_seen,
+            crop: crop.filter(|c| !c.is_empty()).map(Arc::new),
+        }
+    }
+}
+
 #[derive(Debug)]
 pub struct Board {
     frames: BTreeMap<String, watch::Sender<Option<Arc<Snapshot>>>>,
@@ -99,22 +114,13 @@ impl Board {
         self.frames.keys().map(String::as_str)
     }
 
-    /// Adds an accepted read (and its crop) to the list the page shows.
-    pub fn read(&self, seq: u64, message: &ReadMessage, crop: Option<Vec<u8>>) {
+    /// Adds an accepted read to the list the page shows.
+    pub fn read(&self, read: RecentRead) {
         let mut reads = self.reads.lock().unwrap_or_else(|e| e.into_inner());
         if reads.len() == RECENT_READS {
             reads.pop_back();
         }
-        reads.push_front(RecentRead {
-            seq,
-            id: message.id.clone(),
-            camera: message.camera.clone(),
-            plate: message.plate.clone(),
-            confidence: message.confidence,
-            captured_at: message.captured_at.clone(),
-            frames_seen: message.frames_seen,
-            crop: crop.filter(|c| !c.is_empty()).map(Arc::new),
-        });
+        reads.push_front(read);
     }
 
     pub fn recent(&self) -> Vec<RecentRead> {
@@ -128,5 +134,50 @@ impl Board {
             .iter()
             .find(|r| r.id == id)
             .and_then(|r| r.crop.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(n: u64) -> RecentRead {
+        RecentRead {
+            seq: n,
+            id: format!("id{n}"),
+            camera: "lane1".into(),
+            plate: "AB123".into(),
+            confidence: 0.9,
+            captured_at: String::new(),
+            frames_seen: 1,
+            crop: Some(Arc::new(vec![n as u8; 3])),
+        }
+    }
+
+    #[test]
+    fn frames_replace_each_other_and_never_queue() {
+        let board = Board::new(["lane1"]);
+        assert!(board.latest("lane1").is_none());
+        // Nobody is watching: offering never blocks and keeps only the newest.
+        for seq in 0..1000 {
+            board.offer("lane1", seq, image::RgbImage::new(4, 4), Vec::new());
+        }
+        assert_eq!(board.latest("lane1").map(|s| s.seq), Some(999));
+        // An unknown camera is ignored.
+        board.offer("nope", 1, image::RgbImage::new(4, 4), Vec::new());
+        assert!(board.latest("nope").is_none());
+    }
+
+    #[test]
+    fn the_last_reads_are_kept_newest_first_with_their_crops() {
+        let board = Board::new(["lane1"]);
+        for n in 0..20 {
+            board.read(read(n));
+        }
+        let recent = board.recent();
+        assert_eq!(recent.len(), RECENT_READS);
+        assert_eq!(recent[0].id, "id19");
+        assert_eq!(board.crop("id19").as_deref(), Some(&vec![19u8; 3]));
+        assert!(board.crop("id0").is_none(), "fell off the list");
     }
 }
