@@ -488,3 +488,32 @@ fn browser_shows_the_preview_and_a_read() {
     assert_eq!((png.width(), png.height()), (1280, 1000));
     println!("screenshot: {}", shot.display());
 }
+
+/// 14.1/14.4: listening beyond loopback without a configured token, the daemon makes one on
+/// first start (0600, in the storage directory) and requires it.
+#[test]
+fn a_listener_beyond_loopback_makes_and_requires_a_token() {
+    // Bound on every address, but only ever reached over loopback here.
+    let unit = Unit::start("listen = \"0.0.0.0:{port}\"", "");
+    let port = unit.web;
+    wait_get(port, "/api/state", "", Duration::from_secs(30), |r| {
+        r.status == 401
+    });
+    let key = unit.dir.join("state").join("web-token.key");
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(&key).expect("token made").permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600, "{}", key.display());
+    let token: String = std::fs::read(&key)
+        .expect("read token")
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(token.len(), 32);
+    let ok = get(
+        port,
+        "/api/state",
+        &format!("Authorization: Bearer {token}\r\n"),
+    );
+    assert_eq!(ok.status, 200, "{}", ok.head);
+}
