@@ -20,7 +20,8 @@ use tokio_util::sync::CancellationToken;
 use crate::capture::{self, FrameQueue};
 use crate::config::{CameraConfig, Config};
 use crate::outbox::{OpenOutcome, Outbox, OutboxError};
-use crate::publish::{self, PublishSettings};
+use crate::privacy::policy::{self, PolicyError, ReadPolicy};
+use crate::publish::{self, PrivacyLinks, PublishSettings};
 use crate::recognize::tracker::{FrameInfo, Tracker};
 use crate::recognize::{PlateRead, RecognizeError, Recognizer};
 use crate::telemetry::{LogStream, Metrics};
@@ -31,6 +32,8 @@ use crate::wire::{ModelHashes, ReadMessage};
 const QUEUE_FRAMES: usize = 2;
 /// A pass also ends when its camera delivers nothing for this long (camera stalled or replay gap).
 const IDLE_FLUSH: Duration = Duration::from_secs(1);
+/// Hotlist hits waiting for the publisher (while the broker is away).
+const ALERT_QUEUE: usize = 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
@@ -47,6 +50,8 @@ pub enum PipelineError {
     Publish(#[from] publish::PublishError),
     #[error("the publisher stopped before shutdown: {0}")]
     PublisherGone(String),
+    #[error("privacy policy: {0}")]
+    Privacy(#[from] PolicyError),
 }
 
 impl PipelineError {
@@ -54,7 +59,7 @@ impl PipelineError {
     /// anything else may heal on a restart.
     pub fn exit_code(&self) -> i32 {
         match self {
-            PipelineError::Models(_) => crate::EXIT_CONFIG,
+            PipelineError::Models(_) | PipelineError::Privacy(_) => crate::EXIT_CONFIG,
             _ => 1,
         }
     }
@@ -84,6 +89,15 @@ pub async fn run(
     });
     let metrics = Arc::new(metrics);
 
+    // Keys and hotlist first: a unit that cannot enforce its policy must not read at all.
+    let enforced = policy::enforce(&cfg)?;
+    let hotlist_watch = CancellationToken::new();
+    let _stop_hotlist_watch = hotlist_watch.clone().drop_guard();
+    if let Some((list, path)) = enforced.hotlist.clone() {
+        tokio::spawn(crate::privacy::hotlist::watch(list, path, hotlist_watch));
+    }
+    let (alerts_tx, alerts_rx) = tokio::sync::mpsc::channel(ALERT_QUEUE);
+
     let (outbox, outcome) = Outbox::open(&cfg.storage)?;
     if let OpenOutcome::MovedAside { to, reason } = &outcome {
         tracing::error!(moved_to = %to.display(), %reason, "started with a fresh outbox");
@@ -99,13 +113,19 @@ pub async fn run(
 
     let new_reads = Arc::new(Notify::new());
     let publish_stop = CancellationToken::new();
-    let mut publisher = tokio::spawn(publish::run(
+    let mut publisher = tokio::spawn(publish::run_with(
         PublishSettings::new(&cfg, env!("CARGO_PKG_VERSION")),
         outbox.clone(),
         new_reads.clone(),
         metrics.clone(),
         logs,
         publish_stop.clone(),
+        PrivacyLinks {
+            signer: Some(enforced.signer.clone()),
+            alerts: Some(alerts_rx),
+            counts: (cfg.privacy.mode == crate::config::PrivacyMode::HotlistOnly)
+                .then(|| enforced.reads.counts.clone()),
+        },
     ));
 
     let capture_stop = shutdown.child_token();
@@ -118,6 +138,8 @@ pub async fn run(
         metrics: metrics.clone(),
         new_reads,
         tracking: cfg.tracking.clone(),
+        policy: enforced.reads.clone(),
+        alerts: alerts_tx,
     };
     let mut threads = Vec::new();
     for camera in &cfg.cameras {
@@ -229,6 +251,9 @@ struct Stage {
     metrics: Arc<Metrics>,
     new_reads: Arc<Notify>,
     tracking: crate::config::TrackingConfig,
+    policy: Arc<ReadPolicy>,
+    /// Stored hotlist hits, for the publisher's `alerts`.
+    alerts: tokio::sync::mpsc::Sender<ReadMessage>,
 }
 
 fn start_camera(
@@ -324,15 +349,29 @@ fn accept_all(stage: &Stage, reads: Vec<PlateRead>) -> u64 {
 
 /// Stores one read durably and wakes the publisher. Returns whether the read was accepted.
 fn accept(stage: &Stage, read: &PlateRead) -> bool {
-    let jpeg = match encode_jpeg(&read.crop) {
-        Ok(jpeg) => jpeg,
-        Err(e) => {
-            tracing::error!(camera = %read.camera, error = %e, "cannot encode the plate crop; storing the read without it");
-            Vec::new()
+    // The privacy policy decides before anything of the read is stored or logged.
+    let Some(keep) = stage
+        .policy
+        .decide(&read.plate, &read.candidates, std::time::SystemTime::now())
+    else {
+        return false;
+    };
+    let jpeg = if !keep.crop() {
+        Vec::new()
+    } else {
+        match encode_jpeg(&read.crop) {
+            Ok(jpeg) => jpeg,
+            Err(e) => {
+                tracing::error!(camera = %read.camera, error = %e, "cannot encode the plate crop; storing the read without it");
+                Vec::new()
+            }
         }
     };
-    let message =
+    let mut message =
         ReadMessage::from_read(read, &stage.device, &stage.hashes, stage.location.as_ref());
+    keep.shape(&mut message);
+    // What the policy let through (empty for a pseudonymous read), for the debug line below.
+    let kept_plate = message.plate.clone();
     // `append` does its own recovery (a reopen after a failed write, the same record synced
     // again): retrying here would block this thread and could store the read twice.
     match stage.outbox.append(message, jpeg) {
@@ -349,12 +388,18 @@ fn accept(stage: &Stage, read: &PlateRead) -> bool {
                 .metrics
                 .reads_total
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if let Some(hit) = &stored.message.hit {
+                tracing::info!(seq = stored.seq, id = %stored.message.id, reason = %hit.reason, "hotlist hit");
+                if stage.alerts.try_send(stored.message.clone()).is_err() {
+                    tracing::warn!(seq = stored.seq, "alert queue full; the hit goes out on reads only");
+                }
+            }
             stage.new_reads.notify_one();
             true
         }
         Err(e) => {
             tracing::error!(camera = %read.camera, error = %e, "read lost: the outbox cannot store it");
-            tracing::debug!(plate = %read.plate, "the read lost");
+            tracing::debug!(plate = %kept_plate, "the read lost");
             stage
                 .metrics
                 .reads_lost
