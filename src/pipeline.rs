@@ -350,9 +350,10 @@ fn accept_all(stage: &Stage, reads: Vec<PlateRead>) -> u64 {
 /// Stores one read durably and wakes the publisher. Returns whether the read was accepted.
 fn accept(stage: &Stage, read: &PlateRead) -> bool {
     // The privacy policy decides before anything of the read is stored or logged.
-    let Some(keep) = stage
-        .policy
-        .decide(&read.plate, &read.candidates, std::time::SystemTime::now())
+    let Some(keep) =
+        stage
+            .policy
+            .decide(&read.plate, &read.candidates, std::time::SystemTime::now())
     else {
         return false;
     };
@@ -391,7 +392,10 @@ fn accept(stage: &Stage, read: &PlateRead) -> bool {
             if let Some(hit) = &stored.message.hit {
                 tracing::info!(seq = stored.seq, id = %stored.message.id, reason = %hit.reason, "hotlist hit");
                 if stage.alerts.try_send(stored.message.clone()).is_err() {
-                    tracing::warn!(seq = stored.seq, "alert queue full; the hit goes out on reads only");
+                    tracing::warn!(
+                        seq = stored.seq,
+                        "alert queue full; the hit goes out on reads only"
+                    );
                 }
             }
             stage.new_reads.notify_one();

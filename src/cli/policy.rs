@@ -6,9 +6,13 @@ use std::path::Path;
 use crate::privacy::policy::Statement;
 
 pub fn run(config: &Path, json: bool) -> anyhow::Result<u8> {
-    let cfg = match super::load_config(config, false) {
-        Ok(cfg) => cfg,
-        Err(code) => return Ok(code),
+    // Static checks only: the statement can be made on any machine, not just the unit.
+    let cfg = match crate::config::load(config) {
+        Ok(loaded) => loaded.config,
+        Err(e) => {
+            eprintln!("platecam: {e}");
+            return Ok(crate::EXIT_CONFIG as u8);
+        }
     };
     let statement = Statement::of(&cfg);
     if json {

@@ -73,9 +73,9 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<u8> {
     let mut rejected = 0;
     for item in &items {
         let (device, id) = names(&item.json);
-        let key = given.as_ref().or_else(|| {
-            identities.get(item.topic_device.as_deref().unwrap_or(device.as_str()))
-        });
+        let key = given
+            .as_ref()
+            .or_else(|| identities.get(item.topic_device.as_deref().unwrap_or(device.as_str())));
         let outcome = match key {
             Some(key) => verify(
                 &item.json,
@@ -110,14 +110,15 @@ fn names(json: &[u8]) -> (String, String) {
 }
 
 fn from_file(file: &Path, crops: Option<&Path>) -> anyhow::Result<Vec<Item>> {
-    let text = std::fs::read_to_string(file)
-        .with_context(|| format!("cannot read {}", file.display()))?;
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
     Ok(text
         .lines()
         .filter(|l| !l.trim().is_empty())
         .map(|line| {
             let json = line.as_bytes().to_vec();
-            let crop = crops.map(|dir| std::fs::read(dir.join(format!("{}.jpg", names(&json).1))).ok());
+            let crop =
+                crops.map(|dir| std::fs::read(dir.join(format!("{}.jpg", names(&json).1))).ok());
             Item {
                 json,
                 topic_device: None,
@@ -155,7 +156,11 @@ fn from_broker(args: &VerifyArgs) -> anyhow::Result<(Vec<Item>, Identities)> {
     let mut crops = HashMap::new();
     let mut reads = Vec::new();
     for m in messages {
-        let rest = m.topic.strip_prefix(prefix).unwrap_or(&m.topic).trim_start_matches('/');
+        let rest = m
+            .topic
+            .strip_prefix(prefix)
+            .unwrap_or(&m.topic)
+            .trim_start_matches('/');
         let Some((device, kind)) = rest.split_once('/') else {
             continue;
         };

@@ -78,7 +78,10 @@ impl Hotlist {
                 Ok((key, entry)) => {
                     list.entries.insert(key, entry);
                 }
-                Err(reason) => list.skipped.push(BadLine { line: i + 1, reason }),
+                Err(reason) => list.skipped.push(BadLine {
+                    line: i + 1,
+                    reason,
+                }),
             }
         }
         list
@@ -210,7 +213,9 @@ impl SharedHotlist {
                 hotlist_loaded(path, &list);
                 self.replace(list);
             }
-            Err(e) => tracing::error!(error = %e, "hotlist not reloaded; the previous list stays in force"),
+            Err(e) => {
+                tracing::error!(error = %e, "hotlist not reloaded; the previous list stays in force")
+            }
         }
     }
 }
@@ -290,12 +295,69 @@ mod tests {
         let lines: Vec<usize> = list.skipped.iter().map(|b| b.line).collect();
         assert_eq!(lines, vec![4, 5, 7]);
         let hit = check(&list, "AB123CD", &[]).expect("exact");
-        assert_eq!((hit.reason.as_str(), hit.matched.as_str()), ("stolen", "plate"));
+        assert_eq!(
+            (hit.reason.as_str(), hit.matched.as_str()),
+            ("stolen", "plate")
+        );
         assert!(check(&list, "A8I23CD", &[]).is_some(), "B/8, 1/I");
         assert!(check(&list, "B0142", &[]).is_some(), "O/0, B/8");
         let by_candidate = check(&list, "AB128CD", &["AB123CD"]).expect("candidate");
         assert_eq!(by_candidate.matched, "candidate");
         assert!(check(&list, "QQ1", &[]).is_none(), "expired");
         assert!(check(&list, "XY999", &[]).is_none());
+    }
+
+    #[tokio::test]
+    async fn the_list_reloads_when_the_file_changes_and_on_sighup() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("hotlist.csv");
+        std::fs::write(&path, "AA11, one\n").expect("write");
+        let list = SharedHotlist::new(Hotlist::load(&path).expect("load"));
+        // Our own handler first, so the SIGHUP below can never take the default action (exit).
+        let mut ours = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .expect("handler");
+        let stop = CancellationToken::new();
+        tokio::spawn(watch(list.clone(), path.clone(), stop.clone()));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let wait_for = |n: usize| {
+            let list = list.clone();
+            async move {
+                for _ in 0..50 {
+                    if list.current().len() == n {
+                        return true;
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                false
+            }
+        };
+        std::fs::write(&path, "AA11, one\nBB22, two\n").expect("write");
+        assert!(wait_for(2).await, "reloaded on change");
+
+        // Same size, time and inode: only SIGHUP tells.
+        let modified = std::fs::metadata(&path)
+            .and_then(|m| m.modified())
+            .expect("mtime");
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .expect("open");
+        std::io::Write::write_all(&mut f, b"AA11, one\n#B22, two\n").expect("write");
+        f.set_modified(modified).expect("set mtime");
+        drop(f);
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert_eq!(list.current().len(), 2, "no change seen without the signal");
+        nix::sys::signal::raise(nix::sys::signal::Signal::SIGHUP).expect("raise");
+        assert!(wait_for(1).await, "reloaded on SIGHUP");
+        ours.recv().await;
+
+        std::fs::remove_file(&path).expect("rm");
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert_eq!(
+            list.current().len(),
+            1,
+            "an unreadable list keeps the one in force"
+        );
+        stop.cancel();
     }
 }

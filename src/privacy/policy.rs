@@ -288,7 +288,13 @@ fn key_origin(name: &str, configured: Option<&Path>, dir: &Path) -> String {
 impl Statement {
     pub fn of(cfg: &Config) -> Statement {
         let p = &cfg.privacy;
-        let device = cfg.device_id();
+        // Not `device_id()`: without a configured id it would make one here, on whatever
+        // machine states the policy.
+        let device = if cfg.device.id.is_empty() {
+            "<device id>".to_string()
+        } else {
+            cfg.device.id.clone()
+        };
         let base = {
             let prefix = cfg.mqtt.prefix.trim_end_matches('/');
             if prefix.is_empty() {
@@ -316,7 +322,12 @@ impl Statement {
         };
         let mut topics = vec![
             topic("reads", "the reads kept (signed JSON)", 1, false),
-            topic("crops/<read id>", "the crop of each read kept (JPEG)", 1, false),
+            topic(
+                "crops/<read id>",
+                "the crop of each read kept (JPEG)",
+                1,
+                false,
+            ),
             topic("alerts", "hotlist hits, at once (signed JSON)", 1, false),
             topic("identity", "the unit's public signing key", 1, true),
             topic("status", "online/offline", 1, true),
@@ -326,7 +337,12 @@ impl Statement {
             topics.push(topic("counts", "reads per hour, no plates", 1, true));
         }
         if cfg.logging.mqtt_level != "off" {
-            topics.push(topic("logs", "log events (no plate text at info and above)", 0, false));
+            topics.push(topic(
+                "logs",
+                "log events (no plate text at info and above)",
+                0,
+                false,
+            ));
         }
         let dir = &cfg.storage.dir;
         Statement {
@@ -366,7 +382,10 @@ impl Statement {
 
     /// The statement in plain words, for the operator to hand on.
     pub fn plain(&self) -> String {
-        let mut s = format!("Privacy policy of platecam unit {} (mode \"{}\")\n\n", self.device, self.mode);
+        let mut s = format!(
+            "Privacy policy of platecam unit {} (mode \"{}\")\n\n",
+            self.device, self.mode
+        );
         let k = &self.keeps;
         s += &format!(
             "Keeps: {}.\nCrops: {}.\nWhere: {} (at most {} bytes; when full, evicts {}).\nFor how long: until {}",
@@ -400,14 +419,20 @@ impl Statement {
                 t.what
             );
         }
-        s += &format!("\nEvery read is signed (ed25519) with the key from {}.\n", self.signing.key);
+        s += &format!(
+            "\nEvery read is signed (ed25519) with the key from {}.\n",
+            self.signing.key
+        );
         if let Some(ps) = &self.pseudonyms {
             s += &format!("Pseudonyms use the site key from {}.\n", ps.key);
         }
         if let Some(h) = &self.hotlist {
             match (h.entries, &h.sha256) {
                 (Some(n), Some(sha)) => {
-                    s += &format!("Hotlist: {} ({n} entries, sha256 {sha}).\n", h.file.display())
+                    s += &format!(
+                        "Hotlist: {} ({n} entries, sha256 {sha}).\n",
+                        h.file.display()
+                    )
                 }
                 _ => s += &format!("Hotlist: {} (not readable here).\n", h.file.display()),
             }

@@ -22,7 +22,10 @@ impl std::fmt::Debug for Pseudonyms {
 
 impl Pseudonyms {
     /// The key `site` (see `keys::load_or_create`): the same on every unit of a site.
-    pub fn load(configured: Option<&Path>, dir: &Path) -> Result<(Pseudonyms, KeySource), KeyError> {
+    pub fn load(
+        configured: Option<&Path>,
+        dir: &Path,
+    ) -> Result<(Pseudonyms, KeySource), KeyError> {
         let (key, source) = keys::load_or_create("site", configured, dir, 32)?;
         Ok((Pseudonyms::from_key(&key), source))
     }

@@ -98,7 +98,9 @@ pub enum Rejected {
     Unsigned,
     #[error("no identity (public key) known for device {0:?}")]
     UnknownDevice(String),
-    #[error("published under device {topic:?} but the read says {read:?} (replayed from another unit?)")]
+    #[error(
+        "published under device {topic:?} but the read says {read:?} (replayed from another unit?)"
+    )]
     WrongDevice { topic: String, read: String },
     #[error("bad signature: edited, or not signed by {0:?}'s key")]
     BadSignature(String),

@@ -386,7 +386,12 @@ impl Publisher {
             }
             if connected {
                 // Hits go ahead of the backlog, also right after a (re)connect.
-                while let Some(read) = self.privacy.alerts.as_mut().and_then(|rx| rx.try_recv().ok()) {
+                while let Some(read) = self
+                    .privacy
+                    .alerts
+                    .as_mut()
+                    .and_then(|rx| rx.try_recv().ok())
+                {
                     self.hand_alert(&conn, read)?;
                 }
                 if let Err(e) = self.fill_window(&conn).await? {
@@ -421,7 +426,9 @@ impl Publisher {
             let identity = self.topics.identity.clone();
             match serde_json::to_vec(&signer.identity()) {
                 Ok(payload) => {
-                    if let Err(e) = self.hand_control(conn, &identity, QoS::AtLeastOnce, true, payload) {
+                    if let Err(e) =
+                        self.hand_control(conn, &identity, QoS::AtLeastOnce, true, payload)
+                    {
                         warn!(topic = %identity, error = %e, "cannot queue the identity");
                     }
                 }
@@ -455,7 +462,9 @@ impl Publisher {
         for msg in counts.take(SystemTime::now()) {
             let sent = serde_json::to_vec(&msg)
                 .map_err(|e| e.to_string())
-                .and_then(|payload| self.hand_control(conn, &topic, QoS::AtLeastOnce, true, payload));
+                .and_then(|payload| {
+                    self.hand_control(conn, &topic, QoS::AtLeastOnce, true, payload)
+                });
             if let Err(e) = sent {
                 warn!(hour = %msg.hour, error = %e, "hourly counts not published");
             }
