@@ -98,10 +98,8 @@ pub enum Rejected {
     Unsigned,
     #[error("no identity (public key) known for device {0:?}")]
     UnknownDevice(String),
-    #[error(
-        "published under device {topic:?} but the read says {read:?} (replayed from another unit?)"
-    )]
-    WrongDevice { topic: String, read: String },
+    #[error("the read names device {read:?}, expected {expected:?} (replayed from another unit?)")]
+    WrongDevice { expected: String, read: String },
     #[error("bad signature: edited, or not signed by {0:?}'s key")]
     BadSignature(String),
     #[error("crop does not match the signed sha256 (swapped or edited)")]
@@ -165,7 +163,7 @@ pub fn verify(
     for claimed in [topic_device, key.device.as_deref()].into_iter().flatten() {
         if claimed != read.device {
             return Err(Rejected::WrongDevice {
-                topic: claimed.to_string(),
+                expected: claimed.to_string(),
                 read: read.device.clone(),
             });
         }
