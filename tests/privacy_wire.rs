@@ -231,41 +231,42 @@ async fn verify_from_the_broker_accepts_a_genuine_read_and_rejects_one_replayed_
     let mut opts = MqttOptions::new(format!("pub-{}", free_port()), "127.0.0.1", broker.port);
     opts.set_max_packet_size(4 << 20, 4 << 20);
     let (client, mut events) = AsyncClient::new(opts, 16);
-    tokio::spawn(async move { while events.poll().await.is_ok() {} });
-    let identity = serde_json::to_vec(&other.identity()).expect("json");
-    client
-        .publish("platecam/unit-b/identity", QoS::AtLeastOnce, true, identity)
-        .await
-        .expect("publish");
-
-    let url = format!("mqtt://127.0.0.1:{}", broker.port);
-    let mut verify = Daemon::watch(&["verify", "--broker", &url, "--wait", "4s"]);
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (acked_tx, mut acked) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok(event) = events.poll().await {
+            if let rumqttc::Event::Incoming(rumqttc::Incoming::PubAck(_)) = event {
+                let _ = acked_tx.send(());
+            }
+        }
+    });
     let device = serde_json::from_slice::<ReadMessage>(&read)
         .expect("read")
         .device;
-    client
-        .publish(
-            crop.topic.clone(),
-            QoS::AtLeastOnce,
-            false,
-            crop.payload.clone(),
-        )
-        .await
-        .expect("publish");
-    client
-        .publish(
-            format!("platecam/{device}/reads"),
-            QoS::AtLeastOnce,
-            false,
-            read.clone(),
-        )
-        .await
-        .expect("publish");
-    client
-        .publish("platecam/unit-b/reads", QoS::AtLeastOnce, false, read)
-        .await
-        .expect("publish");
+    // Retained, and acknowledged before `verify` subscribes: it gets them whenever it starts.
+    // The genuine read with its crop, and the same read replayed under unit-b's topic.
+    let publishes = [
+        (
+            "platecam/unit-b/identity".to_string(),
+            serde_json::to_vec(&other.identity()).expect("json"),
+        ),
+        (crop.topic.clone(), crop.payload.clone()),
+        (format!("platecam/{device}/reads"), read.clone()),
+        ("platecam/unit-b/reads".to_string(), read),
+    ];
+    for (topic, payload) in &publishes {
+        client
+            .publish(topic.clone(), QoS::AtLeastOnce, true, payload.clone())
+            .await
+            .expect("publish");
+    }
+    for _ in &publishes {
+        tokio::time::timeout(Duration::from_secs(10), acked.recv())
+            .await
+            .expect("PUBACK");
+    }
+
+    let url = format!("mqtt://127.0.0.1:{}", broker.port);
+    let mut verify = Daemon::watch(&["verify", "--broker", &url, "--wait", "3s"]);
     let status = verify.wait_exit(Duration::from_secs(20));
     let out = verify.lines();
     assert_eq!(status.and_then(|s| s.code()), Some(1), "{out:#?}");
@@ -319,6 +320,14 @@ async fn hotlist_only_alerts_on_hits_and_keeps_no_trace_of_other_plates() {
     );
     let counts = on(&msgs, "/counts");
     assert!(!counts.is_empty(), "hourly counts published");
+    let counts: Vec<platecam::wire::CountsMessage> = counts
+        .iter()
+        .map(|m| serde_json::from_slice(&m.payload).expect("counts"))
+        .collect();
+    for c in &counts {
+        assert_eq!(c.reads, c.hits + c.not_kept, "{c:?}");
+    }
+    assert!(counts.iter().any(|c| c.hits == 2), "{counts:?}");
 
     let others: Vec<String> = plates
         .iter()
