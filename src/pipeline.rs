@@ -357,9 +357,7 @@ fn accept(stage: &Stage, read: &PlateRead) -> bool {
     else {
         return false;
     };
-    let jpeg = if !keep.crop() {
-        Vec::new()
-    } else {
+    let jpeg = if keep.crop() {
         match encode_jpeg(&read.crop) {
             Ok(jpeg) => jpeg,
             Err(e) => {
@@ -367,6 +365,8 @@ fn accept(stage: &Stage, read: &PlateRead) -> bool {
                 Vec::new()
             }
         }
+    } else {
+        Vec::new()
     };
     let mut message =
         ReadMessage::from_read(read, &stage.device, &stage.hashes, stage.location.as_ref());
