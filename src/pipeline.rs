@@ -20,7 +20,8 @@ use tokio_util::sync::CancellationToken;
 use crate::capture::{self, FrameQueue};
 use crate::config::{CameraConfig, Config};
 use crate::outbox::{OpenOutcome, Outbox, OutboxError};
-use crate::publish::{self, PublishSettings};
+use crate::privacy::policy::{self, PolicyError, ReadPolicy};
+use crate::publish::{self, PrivacyLinks, PublishSettings};
 use crate::recognize::tracker::{FrameInfo, Tracker};
 use crate::recognize::{PlateRead, RecognizeError, Recognizer};
 use crate::telemetry::{LogStream, Metrics};
@@ -32,6 +33,8 @@ use crate::wire::{ModelHashes, ReadMessage};
 const QUEUE_FRAMES: usize = 2;
 /// A pass also ends when its camera delivers nothing for this long (camera stalled or replay gap).
 const IDLE_FLUSH: Duration = Duration::from_secs(1);
+/// Hotlist hits waiting for the publisher (while the broker is away).
+const ALERT_QUEUE: usize = 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
@@ -50,6 +53,8 @@ pub enum PipelineError {
     PublisherGone(String),
     #[error(transparent)]
     Web(#[from] crate::web::WebError),
+    #[error("privacy policy: {0}")]
+    Privacy(#[from] PolicyError),
 }
 
 impl PipelineError {
@@ -57,7 +62,7 @@ impl PipelineError {
     /// anything else may heal on a restart.
     pub fn exit_code(&self) -> i32 {
         match self {
-            PipelineError::Models(_) => crate::EXIT_CONFIG,
+            PipelineError::Models(_) | PipelineError::Privacy(_) => crate::EXIT_CONFIG,
             // A token file that is missing, readable by others or of the wrong length.
             PipelineError::Web(crate::web::WebError::Token(_)) => crate::EXIT_CONFIG,
             _ => 1,
@@ -89,6 +94,15 @@ pub async fn run(
     });
     let metrics = Arc::new(metrics);
 
+    // Keys and hotlist first: a unit that cannot enforce its policy must not read at all.
+    let enforced = policy::enforce(&cfg)?;
+    let hotlist_watch = CancellationToken::new();
+    let _stop_hotlist_watch = hotlist_watch.clone().drop_guard();
+    if let Some((list, path)) = enforced.hotlist.clone() {
+        tokio::spawn(crate::privacy::hotlist::watch(list, path, hotlist_watch));
+    }
+    let (alerts_tx, alerts_rx) = tokio::sync::mpsc::channel(ALERT_QUEUE);
+
     let (outbox, outcome) = Outbox::open(&cfg.storage)?;
     if let OpenOutcome::MovedAside { to, reason } = &outcome {
         tracing::error!(moved_to = %to.display(), %reason, "started with a fresh outbox");
@@ -104,13 +118,19 @@ pub async fn run(
 
     let new_reads = Arc::new(Notify::new());
     let publish_stop = CancellationToken::new();
-    let mut publisher = tokio::spawn(publish::run(
+    let mut publisher = tokio::spawn(publish::run_with(
         PublishSettings::new(&cfg, env!("CARGO_PKG_VERSION")),
         outbox.clone(),
         new_reads.clone(),
         metrics.clone(),
         logs,
         publish_stop.clone(),
+        PrivacyLinks {
+            signer: Some(enforced.signer.clone()),
+            alerts: Some(alerts_rx),
+            counts: (cfg.privacy.mode == crate::config::PrivacyMode::HotlistOnly)
+                .then(|| enforced.reads.counts.clone()),
+        },
     ));
 
     // The installer's page: only when `[web] listen` is set. It stops with the process.
@@ -142,6 +162,8 @@ pub async fn run(
         new_reads,
         tracking: cfg.tracking.clone(),
         board,
+        policy: enforced.reads.clone(),
+        alerts: alerts_tx,
     };
     let mut threads = Vec::new();
     for camera in &cfg.cameras {
@@ -255,6 +277,9 @@ struct Stage {
     tracking: crate::config::TrackingConfig,
     /// The web page's latest frames and reads, when `[web]` is on.
     board: Option<Arc<web::Board>>,
+    policy: Arc<ReadPolicy>,
+    /// Stored hotlist hits, for the publisher's `alerts`.
+    alerts: tokio::sync::mpsc::Sender<ReadMessage>,
 }
 
 fn start_camera(
@@ -358,16 +383,31 @@ fn accept_all(stage: &Stage, reads: Vec<PlateRead>) -> u64 {
 
 /// Stores one read durably and wakes the publisher. Returns whether the read was accepted.
 fn accept(stage: &Stage, read: &PlateRead) -> bool {
-    let jpeg = match encode_jpeg(&read.crop) {
-        Ok(jpeg) => jpeg,
-        Err(e) => {
-            tracing::error!(camera = %read.camera, error = %e, "cannot encode the plate crop; storing the read without it");
-            Vec::new()
-        }
+    // The privacy policy decides before anything of the read is stored or logged.
+    let Some(keep) =
+        stage
+            .policy
+            .decide(&read.plate, &read.candidates, std::time::SystemTime::now())
+    else {
+        return false;
     };
-    let message =
+    let jpeg = if keep.crop() {
+        match encode_jpeg(&read.crop) {
+            Ok(jpeg) => jpeg,
+            Err(e) => {
+                tracing::error!(camera = %read.camera, error = %e, "cannot encode the plate crop; storing the read without it");
+                Vec::new()
+            }
+        }
+    } else {
+        Vec::new()
+    };
+    let mut message =
         ReadMessage::from_read(read, &stage.device, &stage.hashes, stage.location.as_ref());
     let page_crop = stage.board.as_ref().map(|_| jpeg.clone());
+    keep.shape(&mut message);
+    // What the policy let through (empty for a pseudonymous read), for the debug line below.
+    let kept_plate = message.plate.clone();
     // `append` does its own recovery (a reopen after a failed write, the same record synced
     // again): retrying here would block this thread and could store the read twice.
     let started = Instant::now();
@@ -394,12 +434,21 @@ fn accept(stage: &Stage, read: &PlateRead) -> bool {
                 .metrics
                 .reads_total
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if let Some(hit) = &stored.message.hit {
+                tracing::info!(seq = stored.seq, id = %stored.message.id, reason = %hit.reason, "hotlist hit");
+                if stage.alerts.try_send(stored.message.clone()).is_err() {
+                    tracing::warn!(
+                        seq = stored.seq,
+                        "alert queue full; the hit goes out on reads only"
+                    );
+                }
+            }
             stage.new_reads.notify_one();
             true
         }
         Err(e) => {
             tracing::error!(camera = %read.camera, error = %e, "read lost: the outbox cannot store it");
-            tracing::debug!(plate = %read.plate, "the read lost");
+            tracing::debug!(plate = %kept_plate, "the read lost");
             stage
                 .metrics
                 .reads_lost

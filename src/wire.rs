@@ -38,7 +38,57 @@ pub struct ReadMessage {
     pub models: ModelHashes,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub location: Option<Location>,
+    // --- privacy-wire: pseudonym, hotlist hit, signature ---
+    /// Mode "pseudonymous", a read that matched no hotlist entry: the plate as HMAC-SHA256 under
+    /// the site key (hex); `plate` is then "", `chars` and `candidates` empty, no crop.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub pseudonym: Option<String>,
+    /// The hotlist entry the read matched (it is then also published on `alerts`).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub hit: Option<HotlistHit>,
+    /// ed25519 signature (hex) by the unit's key over the read's canonical encoding
+    /// (docs/wire-format.md, "Signed reads"). Added when published, not stored.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub sig: Option<String>,
 }
+
+/// The hotlist entry a read matched.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HotlistHit {
+    /// The plate as the hotlist lists it.
+    pub listed: String,
+    pub reason: String,
+    /// What matched: the read's `plate` or one of its `candidates` (look-alikes folded).
+    pub matched: String,
+}
+
+/// `<prefix>/<device>/identity`, retained: the public key the unit signs its reads with.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IdentityMessage {
+    pub device: String,
+    /// "ed25519".
+    pub alg: String,
+    /// The raw 32-byte public key, hex.
+    pub public_key: String,
+    /// The canonical encoding signed: "platecam-read-v1".
+    pub canonical: String,
+}
+
+/// `<prefix>/<device>/counts`, retained: reads per hour (mode "hotlist-only": the only trace of
+/// the reads that matched nothing).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct CountsMessage {
+    /// Start of the hour, RFC 3339 UTC.
+    pub hour: String,
+    /// Reads in that hour, hits included.
+    pub reads: u64,
+    pub hits: u64,
+    /// Reads neither stored nor sent (mode "hotlist-only").
+    pub not_kept: u64,
+    /// False while the hour is still running.
+    pub complete: bool,
+}
+// --- end privacy-wire ---
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WireChar {
@@ -180,6 +230,9 @@ impl ReadMessage {
                 lon: l.lon,
                 heading: l.heading,
             }),
+            pseudonym: None,
+            hit: None,
+            sig: None,
         }
     }
 }

@@ -3,7 +3,9 @@
 mod daemon;
 mod devices;
 mod outbox;
+mod policy;
 mod recognize;
+mod verify;
 mod watch;
 
 use std::path::{Path, PathBuf};
@@ -98,6 +100,17 @@ pub enum Command {
         #[command(subcommand)]
         action: OutboxAction,
     },
+    // privacy-wire
+    /// Check signed reads from a file (JSON lines) or a broker: a tampered, swapped or replayed
+    /// read is rejected. Exit 0: all genuine; 1: some rejected; 2: nothing to check.
+    Verify(verify::VerifyArgs),
+    /// What this unit keeps, for how long, encrypted how, and what it sends where.
+    Policy {
+        #[arg(long, short, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -156,6 +169,8 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             OutboxAction::List { config, json } => outbox::list(&config, json),
             OutboxAction::Recover { config, dir } => outbox::recover(&config, &dir),
         },
+        Command::Verify(args) => verify::run(args),
+        Command::Policy { config, json } => policy::run(&config, json),
     }
 }
 

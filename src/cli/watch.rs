@@ -30,9 +30,9 @@ pub struct BrokerArgs {
     pub password_file: Option<PathBuf>,
 }
 
-struct Message {
-    topic: String,
-    payload: Vec<u8>,
+pub(super) struct Message {
+    pub(super) topic: String,
+    pub(super) payload: Vec<u8>,
 }
 
 /// How long a watcher waits for the broker to accept the connection and the subscription.
@@ -42,7 +42,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// acknowledged the subscription, so an unreachable broker is an error (non-zero exit), never an
 /// empty result. A connection lost later closes the stream: the caller reports it as an error
 /// (a watcher is interactive: no reconnect loop).
-async fn subscribe(
+pub(super) async fn subscribe(
     broker: &BrokerArgs,
     filters: &[String],
 ) -> anyhow::Result<mpsc::Receiver<Message>> {
@@ -113,7 +113,7 @@ async fn subscribe(
     Ok(rx)
 }
 
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+pub(super) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?)

@@ -40,6 +40,7 @@ pub struct Config {
     pub location: Option<LocationConfig>,
     pub logging: LoggingConfig,
     pub web: WebConfig,
+    pub privacy: PrivacyConfig,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, Default)]
@@ -296,6 +297,47 @@ impl WebConfig {
         self.token_file.is_some() || self.listen.is_some_and(|a| !a.ip().is_loopback())
     }
 }
+
+// --- [privacy]: signed reads, hotlists, modes (privacy-wire) ---
+
+#[derive(Debug, Clone, Deserialize, Serialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct PrivacyConfig {
+    /// What leaves the unit and reaches its disk; see docs/privacy.md, "Modes".
+    pub mode: PrivacyMode,
+    /// The unit's ed25519 signing seed (32 bytes, 0600). Default: the systemd credential
+    /// `platecam-signing`, else `<storage.dir>/signing.key` made on first start.
+    pub signing_key_file: Option<PathBuf>,
+    /// The site's pseudonym key (32 bytes, 0600), the same on every unit of a site. Default: the
+    /// credential `platecam-site`, else `<storage.dir>/site.key` (then the unit's own).
+    pub site_key_file: Option<PathBuf>,
+    /// Hotlist: one `plate, reason, expiry` per line.
+    pub hotlist: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum PrivacyMode {
+    /// Every read, as read, with its crop.
+    #[default]
+    All,
+    /// Only hotlist hits are kept and sent; other reads are counted per hour.
+    HotlistOnly,
+    /// Hits as read; other plates only as HMAC-SHA256 pseudonyms, without crops.
+    Pseudonymous,
+}
+
+impl PrivacyMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PrivacyMode::All => "all",
+            PrivacyMode::HotlistOnly => "hotlist-only",
+            PrivacyMode::Pseudonymous => "pseudonymous",
+        }
+    }
+}
+
+// --- end [privacy] (privacy-wire) ---
 
 impl Config {
     /// The device id: configured, else one that differs per unit even when every unit was

@@ -322,6 +322,14 @@ pub(super) fn static_checks(c: &Config, lines: &KeyLines) -> Vec<Problem> {
         }
     }
 
+    // privacy (privacy-wire)
+    if c.privacy.mode == super::PrivacyMode::HotlistOnly && c.privacy.hotlist.is_none() {
+        bad(
+            "privacy.mode",
+            "\"hotlist-only\" needs privacy.hotlist (a file of plates to alert on)".into(),
+        );
+    }
+
     // logging
     if let Err(e) = tracing_subscriber::EnvFilter::try_new(&c.logging.level) {
         bad(

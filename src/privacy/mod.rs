@@ -2,3 +2,8 @@
 //! ARCHITECTURE.md's "Privacy" section and docs/privacy.md describe the policy.
 
 pub mod keys;
+// privacy-wire: signed reads, hotlists, pseudonyms, the policy enforced and stated.
+pub mod hotlist;
+pub mod policy;
+pub mod pseudonym;
+pub mod sign;

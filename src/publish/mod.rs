@@ -44,7 +44,7 @@ use thiserror::Error;
 use crate::config::{Config, MqttConfig};
 use crate::outbox::OutboxError;
 
-pub use mqtt::run;
+pub use mqtt::{run, run_with, PrivacyLinks};
 
 /// Everything the publisher needs besides the shared handles.
 #[derive(Debug, Clone)]
@@ -92,6 +92,10 @@ pub struct Topics {
     pub status: String,
     pub health: String,
     pub logs: String,
+    /// privacy-wire: the signing key (retained), hotlist hits, reads per hour.
+    pub identity: String,
+    pub alerts: String,
+    pub counts: String,
     /// `<prefix>/<device>/crops/`; a crop goes to this plus the read id.
     crops_base: String,
 }
@@ -130,6 +134,9 @@ impl Topics {
             status: format!("{base}status"),
             health: format!("{base}health"),
             logs: format!("{base}logs"),
+            identity: format!("{base}identity"),
+            alerts: format!("{base}alerts"),
+            counts: format!("{base}counts"),
             crops_base: format!("{base}crops/"),
         })
     }
@@ -173,6 +180,12 @@ pub enum PublishError {
     },
     #[error("outbox {op} did not complete (worker thread: {reason})")]
     Worker { op: &'static str, reason: String },
+    #[error("cannot sign the read with seq {seq}: {source}")]
+    Sign {
+        seq: u64,
+        #[source]
+        source: crate::privacy::sign::SignError,
+    },
     #[error("cannot encode the read with seq {seq} for topic {topic}: {source}")]
     Encode {
         seq: u64,
@@ -209,6 +222,9 @@ mod tests {
         assert_eq!(t.status, "platecam/unit-0042/status");
         assert_eq!(t.health, "platecam/unit-0042/health");
         assert_eq!(t.logs, "platecam/unit-0042/logs");
+        assert_eq!(t.identity, "platecam/unit-0042/identity");
+        assert_eq!(t.alerts, "platecam/unit-0042/alerts");
+        assert_eq!(t.counts, "platecam/unit-0042/counts");
         assert_eq!(t.crop("abc"), "platecam/unit-0042/crops/abc");
         assert_eq!(Topics::new("", "u").unwrap().reads, "u/reads");
     }

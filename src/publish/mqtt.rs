@@ -20,8 +20,10 @@ use super::ledger::{Ledger, Written};
 use super::{PublishError, PublishReport, PublishSettings, Topics};
 use crate::outbox::disk_free;
 use crate::outbox::{Outbox, StoredRead};
+use crate::privacy::policy::HourlyCounts;
+use crate::privacy::sign::Signer;
 use crate::telemetry::Metrics;
-use crate::wire::{rfc3339_ms, StatusMessage};
+use crate::wire::{rfc3339_ms, ReadMessage, StatusMessage};
 
 /// How often the outbox is re-scanned even without a `new_reads` notification (a notification can
 /// be missed when the producer uses `notify_waiters` while we are busy).
@@ -48,6 +50,39 @@ pub async fn run(
     metrics: Arc<Metrics>,
     logs: Option<mpsc::Receiver<Vec<u8>>>,
     shutdown: CancellationToken,
+) -> Result<PublishReport, PublishError> {
+    run_with(
+        settings,
+        outbox,
+        new_reads,
+        metrics,
+        logs,
+        shutdown,
+        PrivacyLinks::default(),
+    )
+    .await
+}
+
+/// What the publisher does for the privacy policy (docs/privacy.md).
+#[derive(Debug, Default)]
+pub struct PrivacyLinks {
+    /// Signs every read and alert; its public key is published retained on `identity`.
+    pub signer: Option<Arc<Signer>>,
+    /// Hotlist hits (stored reads), published on `alerts` ahead of any backlog.
+    pub alerts: Option<mpsc::Receiver<ReadMessage>>,
+    /// Reads per hour, published on `counts` at each health tick (mode "hotlist-only").
+    pub counts: Option<Arc<HourlyCounts>>,
+}
+
+/// [`run`] with the privacy policy's parts: signing, alerts and hourly counts.
+pub async fn run_with(
+    settings: PublishSettings,
+    outbox: Arc<Outbox>,
+    new_reads: Arc<Notify>,
+    metrics: Arc<Metrics>,
+    logs: Option<mpsc::Receiver<Vec<u8>>>,
+    shutdown: CancellationToken,
+    privacy: PrivacyLinks,
 ) -> Result<PublishReport, PublishError> {
     // rumqttc's own rustls paths (and any other TLS user in the process) need a process default; an
     // Err only means one is installed already.
@@ -86,6 +121,7 @@ pub async fn run(
         waiting_since: Instant::now(),
         health_tick,
         logs,
+        privacy,
     };
     let mut backoff = Backoff::new(publisher.settings.mqtt.reconnect_max);
     let mut takeovers = Takeovers::default();
@@ -220,6 +256,15 @@ struct Publisher {
     health_tick: tokio::time::Interval,
     /// Log events to forward on `logs` (QoS 0): only while connected; the queue drops the excess.
     logs: Option<mpsc::Receiver<Vec<u8>>>,
+    privacy: PrivacyLinks,
+}
+
+/// The next hotlist hit; never resolves when there is no queue.
+async fn next_alert(alerts: &mut Option<mpsc::Receiver<ReadMessage>>) -> Option<ReadMessage> {
+    match alerts {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// The next queued log event; never resolves when there is no queue.
@@ -308,6 +353,7 @@ impl Publisher {
                     if self.hand_control(&conn, &self.topics.health.clone(), QoS::AtMostOnce, true, payload).is_err() {
                         debug!("request queue full; health message skipped");
                     }
+                    self.hand_counts(&conn);
                 }
                 log = next_log(&mut self.logs), if connected => match log {
                     Some(payload) => {
@@ -318,6 +364,10 @@ impl Publisher {
                         }
                     }
                     None => self.logs = None,
+                },
+                alert = next_alert(&mut self.privacy.alerts), if connected => match alert {
+                    Some(read) => self.hand_alert(&conn, read)?,
+                    None => self.privacy.alerts = None,
                 },
             }
             if connected
@@ -335,6 +385,15 @@ impl Publisher {
                 });
             }
             if connected {
+                // Hits go ahead of the backlog, also right after a (re)connect.
+                while let Some(read) = self
+                    .privacy
+                    .alerts
+                    .as_mut()
+                    .and_then(|rx| rx.try_recv().ok())
+                {
+                    self.hand_alert(&conn, read)?;
+                }
                 if let Err(e) = self.fill_window(&conn).await? {
                     return Ok(SessionEnd::Lost {
                         error: e,
@@ -362,6 +421,63 @@ impl Publisher {
         // A full queue here means the client is wedged; the next event reports it.
         if let Err(e) = self.hand_control(conn, &status, QoS::AtLeastOnce, true, online) {
             warn!(broker = %self.settings.mqtt.url, topic = %status, error = %e, "cannot queue the online status");
+        }
+        if let Some(signer) = &self.privacy.signer {
+            let identity = self.topics.identity.clone();
+            match serde_json::to_vec(&signer.identity()) {
+                Ok(payload) => {
+                    if let Err(e) =
+                        self.hand_control(conn, &identity, QoS::AtLeastOnce, true, payload)
+                    {
+                        warn!(topic = %identity, error = %e, "cannot queue the identity");
+                    }
+                }
+                Err(e) => warn!(topic = %identity, error = %e, "cannot encode the identity"),
+            }
+        }
+    }
+
+    /// Publishes a stored hotlist hit on `alerts` at once (QoS 1). The read itself stays in the
+    /// outbox and goes out on `reads` in turn: an alert lost with the connection is not a read lost.
+    fn hand_alert(&mut self, conn: &Conn, mut read: ReadMessage) -> Result<(), PublishError> {
+        self.sign(&mut read)?;
+        let json = serde_json::to_vec(&read).map_err(|source| PublishError::Encode {
+            seq: read.seq,
+            topic: self.topics.alerts.clone(),
+            source,
+        })?;
+        let topic = self.topics.alerts.clone();
+        if let Err(e) = self.hand_control(conn, &topic, QoS::AtLeastOnce, false, json) {
+            warn!(seq = read.seq, id = %read.id, error = %e, "cannot queue a hotlist alert; the read follows on reads");
+        }
+        Ok(())
+    }
+
+    /// The hourly counts (retained), when the mode publishes them.
+    fn hand_counts(&mut self, conn: &Conn) {
+        let Some(counts) = self.privacy.counts.clone() else {
+            return;
+        };
+        let topic = self.topics.counts.clone();
+        for msg in counts.take(SystemTime::now()) {
+            let sent = serde_json::to_vec(&msg)
+                .map_err(|e| e.to_string())
+                .and_then(|payload| {
+                    self.hand_control(conn, &topic, QoS::AtLeastOnce, true, payload)
+                });
+            if let Err(e) = sent {
+                warn!(hour = %msg.hour, error = %e, "hourly counts not published");
+            }
+        }
+    }
+
+    fn sign(&self, read: &mut ReadMessage) -> Result<(), PublishError> {
+        match &self.privacy.signer {
+            Some(signer) => signer.sign(read).map_err(|source| PublishError::Sign {
+                seq: read.seq,
+                source,
+            }),
+            None => Ok(()),
         }
     }
 
@@ -463,6 +579,7 @@ impl Publisher {
             }
             other => other,
         };
+        self.sign(&mut record.message)?;
         let json = serde_json::to_vec(&record.message).map_err(|source| PublishError::Encode {
             seq: record.seq,
             topic: self.topics.reads.clone(),

@@ -34,6 +34,9 @@ pub fn sample_read(device: &str, plate: &str) -> ReadMessage {
         crop: None,
         models: ModelHashes::default(),
         location: None,
+        pseudonym: None,
+        hit: None,
+        sig: None,
     }
 }
 
