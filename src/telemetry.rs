@@ -41,6 +41,8 @@ pub struct Metrics {
     pub publish_progress: AtomicU64,
     /// Log events the MQTT forwarder dropped (shared with `LogStream::dropped`).
     pub logs_dropped: Arc<AtomicU64>,
+    /// Frames the motion gate kept from the detector (nothing changed since its last run).
+    pub frames_gated: AtomicU64,
 }
 
 /// Why passes ended without a read; each also gets a debug log line with its reason.
@@ -66,6 +68,7 @@ impl Default for Metrics {
             passes_dropped: PassDrops::default(),
             reads_lost: AtomicU64::new(0),
             session_takeovers: AtomicU64::new(0),
+            frames_gated: AtomicU64::new(0),
             progress: AtomicU64::new(0),
             publish_progress: AtomicU64::new(0),
             logs_dropped: Arc::default(),
