@@ -179,3 +179,54 @@ fn a_static_scene_runs_the_detector_only_on_the_full_checks() {
     assert_eq!(out.gated, 47);
     assert!(out.reads.is_empty());
 }
+
+#[test]
+fn bench_prints_sane_json_for_a_replay_without_broker_or_outbox() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = dir.path().join("state");
+    let config = dir.path().join("bench.toml");
+    // The broker's port is closed and the storage folder is never created: bench needs neither.
+    std::fs::write(
+        &config,
+        format!(
+            "[device]\nid = \"bench\"\n\n[[camera]]\nname = \"lane1\"\nsource = \"replay://{SAMPLES}\"\n\
+             loop = true\nfps = 120\nhold_frames = 2\ngap_frames = 0\n\n\
+             [mqtt]\nurl = \"mqtt://127.0.0.1:1\"\n\n[storage]\ndir = \"{}\"\n",
+            state.display()
+        ),
+    )
+    .expect("write config");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_platecam"))
+        .args(["bench", "--seconds", "3", "--json", "--config"])
+        .arg(&config)
+        .output()
+        .expect("run platecam bench");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: serde_json::Value = serde_json::from_str(stdout.trim()).expect("one JSON object");
+    let num = |k: &str| r[k].as_f64().unwrap_or_else(|| panic!("{k} missing: {r}"));
+    assert!((2.5..6.0).contains(&num("seconds")), "{r}");
+    assert!(num("frames") >= 2.0 && num("fps") > 0.0, "{r}");
+    assert_eq!(num("frames"), num("detector_runs") + num("frames_gated"), "{r}");
+    // Every photo is held for 2 frames: the second of each pair is the same scene.
+    assert!(num("frames_gated") >= 1.0, "{r}");
+    assert!(num("reads") >= 1.0, "{r}");
+    assert!((1.0..2000.0).contains(&num("rss_mb")), "{r}");
+    assert!(num("peak_rss_mb") >= num("rss_mb"), "{r}");
+    for stage in ["gate", "detect", "ocr", "track"] {
+        let s = &r["stages"][stage];
+        let (p50, p95) = (s["p50_ms"].as_f64(), s["p95_ms"].as_f64());
+        assert!(
+            matches!((p50, p95), (Some(a), Some(b)) if a > 0.0 && a <= b && b < 60_000.0),
+            "{stage}: {s}"
+        );
+    }
+    let cpu = r["cpu_percent"].as_object().expect("cpu_percent");
+    assert!(cpu.keys().any(|t| t.starts_with("detect-lane1")), "{r}");
+    assert!(num("cpu_percent_total") > 0.0, "{r}");
+    assert!(!state.exists(), "bench wrote to the storage folder");
+}
