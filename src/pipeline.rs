@@ -1,8 +1,10 @@
 //! Wiring of the stages and the shutdown order: the only module that knows every stage.
 //!
-//! Per camera: a `capture-<name>` thread fills a small `FrameQueue`; a `recognize-<name>` thread
-//! runs detector + OCR + tracker on each frame and appends each finished read to the outbox (synced
-//! before it counts as accepted), then wakes the publisher. The publisher is a tokio task, so the
+//! Per camera: a `capture-<name>` thread fills a small `FrameQueue`; `recognize-<name>` runs the
+//! motion gate in frame order, `detect-<name>-<i>` workers run detector + OCR on the frames that
+//! changed, and `track-<name>` puts the results back in frame order, runs the tracker and appends
+//! each finished read to the outbox (synced before it counts as accepted), then wakes the
+//! publisher. The publisher is a tokio task, so the
 //! MQTT event loop never waits on inference or disk.
 //!
 //! Shutdown drains from the source: cancel capture -> each queue closes -> the recognize thread
