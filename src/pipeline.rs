@@ -337,8 +337,10 @@ where
     S: FnMut(Vec<PlateRead>) -> u64 + Send + 'static,
 {
     let workers = settings.recognition.worker_threads().max(1);
-    // Bounded, so a stuck stage stops the ones before it (and the watchdog sees it).
-    let (jobs_tx, jobs_rx) = mpsc::sync_channel::<(u64, Frame)>(workers);
+    // Bounded, so a stuck stage stops the ones before it (and the watchdog sees it). Jobs are
+    // handed over only when a worker is free: a live camera's frames wait in the `FrameQueue`,
+    // which drops the oldest, not here.
+    let (jobs_tx, jobs_rx) = mpsc::sync_channel::<(u64, Frame)>(0);
     let (steps_tx, steps_rx) = mpsc::sync_channel::<(u64, Step)>(2 * workers + QUEUE_FRAMES);
     let jobs_rx = Arc::new(Mutex::new(jobs_rx));
     let spawn = |name: String, f: Box<dyn FnOnce() + Send>| {
@@ -416,11 +418,14 @@ fn detect_loop(
         let Ok((index, frame)) = job else { break };
         let started = Instant::now();
         let result = s.recognizer.recognize(&frame.image);
-        if let Ok((_, t)) = &result {
+        if let Ok((detections, t)) = &result {
             s.metrics.record_inference(started.elapsed());
             if let Some(samples) = &s.samples {
                 StageSamples::add(&samples.detect, t.detect_ms);
-                StageSamples::add(&samples.ocr, t.ocr_ms);
+                // A frame without plates has no OCR time to speak of.
+                if !detections.is_empty() {
+                    StageSamples::add(&samples.ocr, t.ocr_ms);
+                }
             }
         }
         if steps.send((index, Step::Ran(frame, result))).is_err() {

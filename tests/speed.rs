@@ -111,9 +111,7 @@ fn run(frames: &[RgbImage], gate: bool, threads: usize) -> Outcome {
             image: image.clone(),
         };
         assert!(
-            queue
-                .push_blocking(frame, Duration::from_secs(60))
-                .is_ok(),
+            queue.push_blocking(frame, Duration::from_secs(60)).is_ok(),
             "the queue takes frame {seq}"
         );
     }
@@ -211,7 +209,11 @@ fn bench_prints_sane_json_for_a_replay_without_broker_or_outbox() {
     let num = |k: &str| r[k].as_f64().unwrap_or_else(|| panic!("{k} missing: {r}"));
     assert!((2.5..6.0).contains(&num("seconds")), "{r}");
     assert!(num("frames") >= 2.0 && num("fps") > 0.0, "{r}");
-    assert_eq!(num("frames"), num("detector_runs") + num("frames_gated"), "{r}");
+    assert_eq!(
+        num("frames"),
+        num("detector_runs") + num("frames_gated"),
+        "{r}"
+    );
     // Every photo is held for 2 frames: the second of each pair is the same scene.
     assert!(num("frames_gated") >= 1.0, "{r}");
     assert!(num("reads") >= 1.0, "{r}");

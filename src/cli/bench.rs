@@ -34,7 +34,7 @@ pub struct Report {
     pub frames_dropped: u64,
     pub reads: u64,
     pub workers: usize,
-    /// Per stage, in ms: gate, detect, ocr, track.
+    /// Per stage, in ms: gate, detect, ocr (frames with a plate), track.
     pub stages: BTreeMap<&'static str, Percentiles>,
     /// CPU per thread over the run, in % of one core, by thread name.
     pub cpu_percent: BTreeMap<String, f64>,
@@ -90,12 +90,9 @@ pub fn bench(cfg: &crate::config::Config, limit: Duration) -> anyhow::Result<Rep
             capture::spawn_capture(camera.clone(), queue.clone(), cam, stop.clone())
                 .context("capture thread")?,
         );
-        stages.push(spawn_recognize(
-            &settings,
-            &camera.name,
-            queue,
-            |reads| reads.len() as u64,
-        )?);
+        stages.push(spawn_recognize(&settings, &camera.name, queue, |reads| {
+            reads.len() as u64
+        })?);
     }
     // Whichever comes first: the time asked, or every source ended and drained.
     let (done_tx, done_rx) = mpsc::channel();
@@ -197,7 +194,10 @@ fn thread_ticks() -> BTreeMap<String, (String, u64)> {
         // After comm: state is field 3 of the man page, utime 14 and stime 15.
         let tick = |i: usize| fields.get(i - 3).and_then(|f| f.parse::<u64>().ok());
         if let (Some(u), Some(s)) = (tick(14), tick(15)) {
-            out.insert(task.file_name().to_string_lossy().into_owned(), (name, u + s));
+            out.insert(
+                task.file_name().to_string_lossy().into_owned(),
+                (name, u + s),
+            );
         }
     }
     out

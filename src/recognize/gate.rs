@@ -97,8 +97,7 @@ impl MotionGate {
         let run = match &self.reference {
             None => true,
             Some((reference, ran_at)) => {
-                at.saturating_duration_since(*ran_at) >= self.full_every
-                    || grid.differs(reference)
+                at.saturating_duration_since(*ran_at) >= self.full_every || grid.differs(reference)
             }
         };
         if run {
@@ -113,7 +112,9 @@ mod tests {
     use super::*;
 
     fn scene(w: u32, h: u32) -> RgbImage {
-        RgbImage::from_fn(w, h, |x, y| image::Rgb([(x % 200) as u8, (y % 150) as u8, 90]))
+        RgbImage::from_fn(w, h, |x, y| {
+            image::Rgb([(x % 200) as u8, (y % 150) as u8, 90])
+        })
     }
 
     #[test]
@@ -126,7 +127,10 @@ mod tests {
             let at = t0 + Duration::from_millis(100 * i);
             assert!(!gate.must_run(&img, at), "frame {i} of a static scene ran");
         }
-        assert!(gate.must_run(&img, t0 + Duration::from_secs(2)), "no full check");
+        assert!(
+            gate.must_run(&img, t0 + Duration::from_secs(2)),
+            "no full check"
+        );
         assert!(!gate.must_run(&img, t0 + Duration::from_millis(2100)));
     }
 
