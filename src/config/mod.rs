@@ -191,7 +191,8 @@ pub struct RecognitionConfig {
     /// so a scene that changed too slowly to notice, or a parked car, is read.
     #[serde(with = "units::duration")]
     pub gate_full_every: Duration,
-    /// Detector + OCR worker threads per camera; 0: one per core, at most 4.
+    /// Detector + OCR worker threads per camera; 0: one per core, at most 2 (each worker holds
+    /// its own tract state, about 30 MB at 1080p: more workers cost memory first).
     pub threads: usize,
 }
 
@@ -214,7 +215,7 @@ impl RecognitionConfig {
         match self.threads {
             0 => std::thread::available_parallelism()
                 .map_or(1, usize::from)
-                .min(4),
+                .min(2),
             n => n,
         }
     }

@@ -278,7 +278,7 @@ pub(super) fn static_checks(c: &Config, lines: &KeyLines) -> Vec<Problem> {
         if r.threads > 64 {
             bad(
                 "recognition.threads",
-                "must be 0 (one per core, at most 4) or 1..=64".into(),
+                "must be 0 (one per core, at most 2) or 1..=64".into(),
             );
         }
     }
