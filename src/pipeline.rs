@@ -462,7 +462,16 @@ where
                     continue;
                 }
                 Step::Gated(frame) => {
-                    tracing::debug!(camera = %frame.camera, seq = frame.seq, "frame gated");
+                    // Same line as a detector run (tests/vm paces on it), marked gated, ms 0.
+                    tracing::debug!(
+                        camera = %frame.camera,
+                        seq = frame.seq,
+                        captured_ms = captured_ms(&frame),
+                        detections = last.len(),
+                        ms = 0,
+                        gated = true,
+                        "frame recognized"
+                    );
                     (frame, last.clone())
                 }
                 Step::Ran(frame, Err(e)) => {
@@ -480,10 +489,7 @@ where
                     tracing::debug!(
                         camera = %frame.camera,
                         seq = frame.seq,
-                        captured_ms = frame
-                            .captured_at
-                            .duration_since(std::time::UNIX_EPOCH)
-                            .map_or(0, |d| d.as_millis() as u64),
+                        captured_ms = captured_ms(&frame),
                         detections = detections.len(),
                         ms = timings.total_ms as u64,
                         "frame recognized"
@@ -513,6 +519,14 @@ where
         }
     }
     accepted + sink(tracker.flush())
+}
+
+/// When the frame was taken, by the wall clock, in ms since the epoch.
+fn captured_ms(frame: &Frame) -> u64 {
+    frame
+        .captured_at
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 fn ms(d: Duration) -> f64 {
