@@ -48,7 +48,7 @@ fn cars() -> Vec<(RgbImage, String)> {
         .collect()
 }
 
-/// 10 fps: each car drives in from the left over 6 frames, stays parked for 3 s (longer than
+/// 10 fps: each car drives in from the left over 6 frames, stays parked for 2.5 s (longer than
 /// the gate's full check), and is gone; static road before, between and after.
 fn sequence() -> Vec<RgbImage> {
     let road = background();
@@ -65,7 +65,8 @@ fn sequence() -> Vec<RgbImage> {
             frames.push(at(stop * step / 6 - i64::from(PATCH.0) / 3));
         }
         let parked = at(stop);
-        frames.extend(std::iter::repeat_n(parked, 30));
+        frames.extend(std::iter::repeat_n(parked, 25));
+        // Longer than tracking.max_gap (700 ms): the next car is a new pass.
         frames.extend(std::iter::repeat_n(road.clone(), 10));
     }
     frames
