@@ -1,8 +1,10 @@
 //! Wiring of the stages and the shutdown order: the only module that knows every stage.
 //!
-//! Per camera: a `capture-<name>` thread fills a small `FrameQueue`; a `recognize-<name>` thread
-//! runs detector + OCR + tracker on each frame and appends each finished read to the outbox (synced
-//! before it counts as accepted), then wakes the publisher. The publisher is a tokio task, so the
+//! Per camera: a `capture-<name>` thread fills a small `FrameQueue`; `recognize-<name>` runs the
+//! motion gate in frame order, `detect-<name>-<i>` workers run detector + OCR on the frames that
+//! changed, and `track-<name>` puts the results back in frame order, runs the tracker and appends
+//! each finished read to the outbox (synced before it counts as accepted), then wakes the
+//! publisher. The publisher is a tokio task, so the
 //! MQTT event loop never waits on inference or disk.
 //!
 //! Shutdown drains from the source: cancel capture -> each queue closes -> the recognize thread
@@ -10,20 +12,22 @@
 //! `mqtt.drain_timeout` for outstanding acknowledgements -> exit. When every source ends by itself
 //! (a replay), the publisher first gets the same time to empty the outbox.
 
-use std::sync::Arc;
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::capture::{self, FrameQueue};
+use crate::capture::{self, Frame, FrameQueue};
 use crate::config::{CameraConfig, Config};
 use crate::outbox::{OpenOutcome, Outbox, OutboxError};
 use crate::privacy::policy::{self, PolicyError, ReadPolicy};
 use crate::publish::{self, PrivacyLinks, PublishSettings};
 use crate::recognize::tracker::{FrameInfo, Tracker};
-use crate::recognize::{PlateRead, RecognizeError, Recognizer};
+use crate::recognize::{Detection, MotionGate, PlateRead, RecognizeError, Recognizer, Timings};
 use crate::telemetry::{LogStream, Metrics};
 use crate::web;
 use crate::wire::{ModelHashes, ReadMessage};
@@ -156,18 +160,24 @@ pub async fn run(
         device,
         hashes,
         location: cfg.location.clone(),
-        recognizer,
         outbox: outbox.clone(),
         metrics: metrics.clone(),
         new_reads,
-        tracking: cfg.tracking.clone(),
-        board,
+        board: board.clone(),
         policy: enforced.reads.clone(),
         alerts: alerts_tx,
     };
+    let settings = RecognizeSettings {
+        recognizer,
+        metrics: metrics.clone(),
+        tracking: cfg.tracking.clone(),
+        recognition: cfg.recognition.clone().unwrap_or_default(),
+        samples: None,
+        board: board.clone(),
+    };
     let mut threads = Vec::new();
     for camera in &cfg.cameras {
-        threads.push(start_camera(&stage, camera, &capture_stop)?);
+        threads.push(start_camera(&stage, &settings, camera, &capture_stop)?);
     }
     ready(metrics.clone());
 
@@ -176,9 +186,9 @@ pub async fn run(
     std::thread::spawn(move || {
         let accepted: u64 = threads
             .into_iter()
-            .flat_map(|(capture, recognize)| {
-                let _ = capture.join();
-                recognize.join().ok()
+            .map(|t| {
+                let _ = t.capture.join();
+                t.recognize.join()
             })
             .sum();
         let _ = done_tx.send(accepted);
@@ -264,17 +274,15 @@ fn log_counts(metrics: &Metrics) {
     );
 }
 
-/// What every recognize thread shares.
+/// What every camera's tracking stage shares.
 #[derive(Clone)]
 struct Stage {
     device: String,
     hashes: ModelHashes,
     location: Option<crate::config::LocationConfig>,
-    recognizer: Arc<Recognizer>,
     outbox: Arc<Outbox>,
     metrics: Arc<Metrics>,
     new_reads: Arc<Notify>,
-    tracking: crate::config::TrackingConfig,
     /// The web page's latest frames and reads, when `[web]` is on.
     board: Option<Arc<web::Board>>,
     policy: Arc<ReadPolicy>,
@@ -282,11 +290,19 @@ struct Stage {
     alerts: tokio::sync::mpsc::Sender<ReadMessage>,
 }
 
+/// The threads of one camera: capture, then the recognize stages (the last one returns the
+/// number of reads accepted).
+struct CameraThreads {
+    capture: JoinHandle<()>,
+    recognize: RecognizeThreads,
+}
+
 fn start_camera(
     stage: &Stage,
+    recognize: &RecognizeSettings,
     camera: &CameraConfig,
     stop: &CancellationToken,
-) -> Result<(JoinHandle<()>, JoinHandle<u64>), PipelineError> {
+) -> Result<CameraThreads, PipelineError> {
     let queue = Arc::new(FrameQueue::new(QUEUE_FRAMES));
     let cam_metrics = stage.metrics.camera(&camera.name);
     let capture = capture::spawn_capture(camera.clone(), queue.clone(), cam_metrics, stop.clone())
@@ -294,87 +310,287 @@ fn start_camera(
             name: format!("capture-{}", camera.name),
             source,
         })?;
-    let name = format!("recognize-{}", camera.name);
     let stage = stage.clone();
-    let recognize = std::thread::Builder::new()
-        .name(name.clone())
-        .spawn(move || recognize_loop(&stage, &queue))
-        .map_err(|source| PipelineError::Thread { name, source })?;
-    Ok((capture, recognize))
+    let recognize = spawn_recognize(recognize, &camera.name, queue, move |reads| {
+        accept_all(&stage, reads)
+    })?;
+    Ok(CameraThreads { capture, recognize })
 }
 
-/// Frames in, reads out, until the queue closes. Returns the number of reads accepted.
-fn recognize_loop(stage: &Stage, queue: &FrameQueue) -> u64 {
-    let mut tracker = Tracker::new(stage.tracking.clone(), stage.metrics.clone());
+/// Per-stage times (ms) of every frame, kept only when someone asks (`platecam bench`).
+#[derive(Debug, Default)]
+pub struct StageSamples {
+    pub gate: Mutex<Vec<f64>>,
+    pub detect: Mutex<Vec<f64>>,
+    pub ocr: Mutex<Vec<f64>>,
+    /// Tracker and the reads' sink (JPEG + outbox append in the daemon).
+    pub track: Mutex<Vec<f64>>,
+}
+
+impl StageSamples {
+    fn add(list: &Mutex<Vec<f64>>, ms: f64) {
+        list.lock().unwrap_or_else(|e| e.into_inner()).push(ms);
+    }
+}
+
+/// Everything the recognize stages of a camera need, whatever receives their reads.
+#[derive(Clone)]
+pub struct RecognizeSettings {
+    pub recognizer: Arc<Recognizer>,
+    pub metrics: Arc<Metrics>,
+    pub tracking: crate::config::TrackingConfig,
+    /// `[recognition]` as configured (or its defaults): gate and threads.
+    pub recognition: crate::config::RecognitionConfig,
+    pub samples: Option<Arc<StageSamples>>,
+    /// The web page's latest frames, when `[web]` is on.
+    pub board: Option<Arc<web::Board>>,
+}
+
+/// A frame on its way to the tracker.
+enum Step {
+    /// The detector ran (in a worker).
+    Ran(Frame, Result<(Vec<Detection>, Timings), RecognizeError>),
+    /// The gate found the scene unchanged: the detector's last result stands.
+    Gated(Frame),
+    /// No frame came for `IDLE_FLUSH`: open passes end.
+    Idle,
+}
+
+/// The recognize threads of one camera. Joining `track` gives what the sink returned, summed.
+pub struct RecognizeThreads {
+    helpers: Vec<JoinHandle<()>>,
+    track: JoinHandle<u64>,
+}
+
+impl RecognizeThreads {
+    /// Waits for every thread; the sum of the sink's returns (0 if the tracking thread died).
+    pub fn join(self) -> u64 {
+        let n = self.track.join().unwrap_or(0);
+        for h in self.helpers {
+            let _ = h.join();
+        }
+        n
+    }
+}
+
+/// Starts the recognize stages of a camera, fed by `queue` until it closes:
+/// - `recognize-<cam>`: the motion gate, in frame order; numbers every frame;
+/// - `detect-<cam>-<i>` (`recognition.threads` of them): detector + OCR, frames in parallel;
+/// - `track-<cam>`: puts the results back in frame order, runs the tracker and hands each
+///   batch of finished reads to `sink` (which returns how many it accepted).
+///
+/// The tracker sees exactly the sequence a single thread would give it: reads and "one read per
+/// pass" do not depend on the number of workers.
+pub fn spawn_recognize<S>(
+    settings: &RecognizeSettings,
+    camera: &str,
+    queue: Arc<FrameQueue>,
+    sink: S,
+) -> Result<RecognizeThreads, PipelineError>
+where
+    S: FnMut(Vec<PlateRead>) -> u64 + Send + 'static,
+{
+    let workers = settings.recognition.worker_threads().max(1);
+    // Bounded, so a stuck stage stops the ones before it (and the watchdog sees it). Jobs are
+    // handed over only when a worker is free: a live camera's frames wait in the `FrameQueue`,
+    // which drops the oldest, not here.
+    let (jobs_tx, jobs_rx) = mpsc::sync_channel::<(u64, Frame)>(0);
+    let (steps_tx, steps_rx) = mpsc::sync_channel::<(u64, Step)>(2 * workers + QUEUE_FRAMES);
+    let jobs_rx = Arc::new(Mutex::new(jobs_rx));
+    let spawn = |name: String, f: Box<dyn FnOnce() + Send>| {
+        std::thread::Builder::new()
+            .name(name.clone())
+            .spawn(f)
+            .map_err(|source| PipelineError::Thread { name, source })
+    };
+    let mut helpers = Vec::new();
+    for i in 0..workers {
+        let (s, rx, tx) = (settings.clone(), jobs_rx.clone(), steps_tx.clone());
+        helpers.push(spawn(
+            format!("detect-{camera}-{i}"),
+            Box::new(move || detect_loop(&s, &rx, &tx)),
+        )?);
+    }
+    let s = settings.clone();
+    helpers.push(spawn(
+        format!("recognize-{camera}"),
+        Box::new(move || gate_loop(&s, &queue, &jobs_tx, &steps_tx)),
+    )?);
+    let name = format!("track-{camera}");
+    let s = settings.clone();
+    let track = std::thread::Builder::new()
+        .name(name.clone())
+        .spawn(move || track_loop(&s, &steps_rx, sink))
+        .map_err(|source| PipelineError::Thread { name, source })?;
+    Ok(RecognizeThreads { helpers, track })
+}
+
+/// Frames from the queue, numbered in order: to a worker, or past the detector when the gate
+/// says nothing changed. Ends when the queue closes or a later stage is gone.
+fn gate_loop(
+    s: &RecognizeSettings,
+    queue: &FrameQueue,
+    jobs: &mpsc::SyncSender<(u64, Frame)>,
+    steps: &mpsc::SyncSender<(u64, Step)>,
+) {
+    let r = &s.recognition;
+    let mut gate = MotionGate::new(r.gate, r.gate_full_every);
+    for index in 0.. {
+        s.metrics.tick();
+        let sent = match queue.pop(IDLE_FLUSH) {
+            capture::Pop::Frame(frame) => {
+                let started = Instant::now();
+                let run = gate.must_run(&frame.image, frame.at);
+                if let Some(samples) = &s.samples {
+                    StageSamples::add(&samples.gate, ms(started.elapsed()));
+                }
+                if run {
+                    jobs.send((index, frame)).is_ok()
+                } else {
+                    s.metrics.frames_gated.fetch_add(1, Relaxed);
+                    steps.send((index, Step::Gated(frame))).is_ok()
+                }
+            }
+            capture::Pop::Timeout => steps.send((index, Step::Idle)).is_ok(),
+            capture::Pop::Closed => break,
+        };
+        if !sent {
+            break;
+        }
+    }
+}
+
+/// Detector + OCR on the frames it is handed, until the gate stage ends.
+fn detect_loop(
+    s: &RecognizeSettings,
+    jobs: &Mutex<mpsc::Receiver<(u64, Frame)>>,
+    steps: &mpsc::SyncSender<(u64, Step)>,
+) {
+    loop {
+        // The lock is held only while waiting for the next job, not while working on it.
+        let job = jobs.lock().unwrap_or_else(|e| e.into_inner()).recv();
+        let Ok((index, frame)) = job else { break };
+        let started = Instant::now();
+        let result = s.recognizer.recognize(&frame.image);
+        if let Ok((detections, t)) = &result {
+            s.metrics.record_inference(started.elapsed());
+            s.metrics.timings.record_frame(t);
+            if let Some(samples) = &s.samples {
+                StageSamples::add(&samples.detect, t.detect_ms);
+                // A frame without plates has no OCR time to speak of.
+                if !detections.is_empty() {
+                    StageSamples::add(&samples.ocr, t.ocr_ms);
+                }
+            }
+        }
+        if steps.send((index, Step::Ran(frame, result))).is_err() {
+            break;
+        }
+    }
+}
+
+/// Results back in frame order, through the tracker, reads to `sink`. Returns the sum of what
+/// `sink` returned.
+fn track_loop<S>(s: &RecognizeSettings, steps: &mpsc::Receiver<(u64, Step)>, mut sink: S) -> u64
+where
+    S: FnMut(Vec<PlateRead>) -> u64,
+{
+    let mut tracker = Tracker::new(s.tracking.clone(), s.metrics.clone());
     let mut accepted = 0;
     let mut last_error: Option<Instant> = None;
     let mut tracks_open = false;
-    loop {
-        stage.metrics.tick();
-        let frame = match queue.pop(IDLE_FLUSH) {
-            capture::Pop::Frame(frame) => frame,
-            capture::Pop::Timeout => {
-                if tracks_open {
-                    accepted += accept_all(stage, tracker.flush());
-                    tracks_open = false;
+    // What the detector found on the last frame it ran on: what a gated frame shows too.
+    let mut last: Vec<Detection> = Vec::new();
+    let mut waiting = BTreeMap::new();
+    let mut next = 0u64;
+    for (index, step) in steps {
+        waiting.insert(index, step);
+        while let Some(step) = waiting.remove(&next) {
+            next += 1;
+            let started = Instant::now();
+            let (frame, detections) = match step {
+                Step::Idle => {
+                    if tracks_open {
+                        accepted += sink(tracker.flush());
+                        tracks_open = false;
+                    }
+                    continue;
                 }
-                continue;
-            }
-            capture::Pop::Closed => break,
-        };
-        let started = Instant::now();
-        let detections = match stage.recognizer.recognize(&frame.image) {
-            Ok((detections, timings)) => {
-                stage.metrics.timings.record_frame(&timings);
-                detections
-            }
-            Err(e) => {
-                // One bad frame must not flood the log: at most one line a minute.
-                if last_error.is_none_or(|t| t.elapsed() > Duration::from_secs(60)) {
-                    tracing::warn!(camera = %frame.camera, error = %e, "recognition failed on a frame");
-                    last_error = Some(Instant::now());
+                Step::Gated(frame) => {
+                    // Same line as a detector run (tests/vm paces on it), marked gated, ms 0.
+                    tracing::debug!(
+                        camera = %frame.camera,
+                        seq = frame.seq,
+                        captured_ms = captured_ms(&frame),
+                        detections = last.len(),
+                        ms = 0,
+                        gated = true,
+                        "frame recognized"
+                    );
+                    (frame, last.clone())
                 }
-                continue;
+                Step::Ran(frame, Err(e)) => {
+                    // One bad frame must not flood the log: at most one line a minute.
+                    if last_error.is_none_or(|t| t.elapsed() > Duration::from_secs(60)) {
+                        tracing::warn!(camera = %frame.camera, error = %e, "recognition failed on a frame");
+                        last_error = Some(Instant::now());
+                    }
+                    continue;
+                }
+                Step::Ran(frame, Ok((detections, timings))) => {
+                    // Per frame, for watching a slow unit; tests/vm paces its photos on it
+                    // (captured_ms: when the frame was taken, by the wall clock, in ms since the
+                    // epoch).
+                    tracing::debug!(
+                        camera = %frame.camera,
+                        seq = frame.seq,
+                        captured_ms = captured_ms(&frame),
+                        detections = detections.len(),
+                        ms = timings.total_ms as u64,
+                        "frame recognized"
+                    );
+                    s.metrics
+                        .detections
+                        .fetch_add(detections.len() as u64, Relaxed);
+                    last.clone_from(&detections);
+                    (frame, detections)
+                }
+            };
+            tracks_open = tracks_open || !detections.is_empty();
+            let (width, height) = frame.image.dimensions();
+            let info = FrameInfo {
+                camera: &frame.camera,
+                at: frame.at,
+                captured_at: frame.captured_at,
+                clock_synced: frame.clock_synced,
+                width,
+                height,
+            };
+            let boxes = s.board.as_ref().map(|_| web::BoxView::of(&detections));
+            let reads = tracker.push(info, detections);
+            accepted += sink(reads);
+            // The frame is done with: handed to the page by move, replacing the last one.
+            if let (Some(board), Some(boxes)) = (&s.board, boxes) {
+                board.offer(&frame.camera, frame.seq, frame.image, boxes);
             }
-        };
-        let took = started.elapsed();
-        stage.metrics.record_inference(took);
-        // Per frame, for watching a slow unit; tests/vm paces its photos on it (captured_ms: when
-        // the frame was taken, by the wall clock, in ms since the epoch).
-        tracing::debug!(
-            camera = %frame.camera,
-            seq = frame.seq,
-            captured_ms = frame
-                .captured_at
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as u64),
-            detections = detections.len(),
-            ms = took.as_millis() as u64,
-            "frame recognized"
-        );
-        stage.metrics.detections.fetch_add(
-            detections.len() as u64,
-            std::sync::atomic::Ordering::Relaxed,
-        );
-        tracks_open = tracks_open || !detections.is_empty();
-        let boxes = stage.board.as_ref().map(|_| web::BoxView::of(&detections));
-        let (width, height) = frame.image.dimensions();
-        let info = FrameInfo {
-            camera: &frame.camera,
-            at: frame.at,
-            captured_at: frame.captured_at,
-            clock_synced: frame.clock_synced,
-            width,
-            height,
-        };
-        let reads = tracker.push(info, detections);
-        accepted += accept_all(stage, reads);
-        // The frame is done with: handed to the page by move, replacing the last one.
-        if let (Some(board), Some(boxes)) = (&stage.board, boxes) {
-            board.offer(&frame.camera, frame.seq, frame.image, boxes);
+            if let Some(samples) = &s.samples {
+                StageSamples::add(&samples.track, ms(started.elapsed()));
+            }
         }
     }
-    accepted + accept_all(stage, tracker.flush())
+    accepted + sink(tracker.flush())
+}
+
+/// When the frame was taken, by the wall clock, in ms since the epoch.
+fn captured_ms(frame: &Frame) -> u64 {
+    frame
+        .captured_at
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
 }
 
 fn accept_all(stage: &Stage, reads: Vec<PlateRead>) -> u64 {

@@ -45,6 +45,8 @@ pub struct Metrics {
     pub logs_dropped: Arc<AtomicU64>,
     /// Per-stage durations, for Prometheus (`/metrics`, see `crate::web`).
     pub timings: StageTimings,
+    /// Frames the motion gate kept from the detector (nothing changed since its last run).
+    pub frames_gated: AtomicU64,
 }
 
 /// How long each stage took, as histograms (seconds). Observing takes no lock on the frame path
@@ -119,6 +121,7 @@ impl Default for Metrics {
             passes_dropped: PassDrops::default(),
             reads_lost: AtomicU64::new(0),
             session_takeovers: AtomicU64::new(0),
+            frames_gated: AtomicU64::new(0),
             progress: AtomicU64::new(0),
             publish_progress: AtomicU64::new(0),
             logs_dropped: Arc::default(),

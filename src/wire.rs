@@ -169,6 +169,9 @@ pub struct HealthMessage {
     /// Sessions the broker took over for another client with our id, since start.
     #[serde(default)]
     pub session_takeovers: u64,
+    /// Frames the motion gate kept from the detector since start (see docs/performance.md).
+    #[serde(default)]
+    pub frames_gated: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]

@@ -32,6 +32,7 @@ fn own_config() -> RecognitionConfig {
         detector: model(),
         ocr: model(),
         plate_formats: Vec::new(),
+        ..Default::default()
     }
 }
 
@@ -215,6 +216,7 @@ fn platecam_models(manifest: PathBuf) -> RecognitionConfig {
         detector: Some(model.clone()),
         ocr: Some(model),
         plate_formats: Vec::new(),
+        ..Default::default()
     }
 }
 
@@ -438,6 +440,7 @@ fn community_formats_load_and_decode_on_tiny_models() {
             score_threshold: None,
         }),
         plate_formats: Vec::new(),
+        ..Default::default()
     };
     let rec = Recognizer::from_config(Some(&cfg)).expect("tiny community models load");
     let (det_hash, _) = rec.model_hashes();

@@ -41,6 +41,7 @@ fn reference_config() -> RecognitionConfig {
             score_threshold: None,
         }),
         plate_formats: Vec::new(),
+        ..Default::default()
     }
 }
 

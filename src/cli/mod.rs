@@ -1,5 +1,6 @@
 //! Command-line interface: argument definitions and dispatch. Each command lives in its own file.
 
+mod bench;
 mod daemon;
 mod devices;
 mod outbox;
@@ -56,6 +57,19 @@ pub enum Command {
         /// Image files (JPEG or PNG).
         #[arg(required = true)]
         images: Vec<PathBuf>,
+    },
+    /// Run the configured cameras (or replays) through the recognition pipeline without
+    /// publishing or storing anything, then print frames per second, per-stage p50/p95 ms, CPU
+    /// per thread, frames gated and resident memory (see docs/performance.md).
+    Bench {
+        #[arg(long, short, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        /// How long to run; less when every replay source ends before.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// One JSON object instead of the text report.
+        #[arg(long)]
+        json: bool,
     },
     /// List V4L2 devices: driver, card, pixel formats, frame sizes and rates.
     Devices {
@@ -154,6 +168,11 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             ocr_only,
             images,
         } => recognize::run(config.as_deref(), json, ocr_only, &images),
+        Command::Bench {
+            config,
+            seconds,
+            json,
+        } => bench::run(&config, seconds, json),
         Command::Devices { json } => devices::run(json),
         Command::Logs {
             broker,

@@ -178,7 +178,7 @@ pub enum EvictionPolicy {
     CropsFirst,
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize, Default)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RecognitionConfig {
     pub detector: Option<ModelConfig>,
@@ -186,6 +186,41 @@ pub struct RecognitionConfig {
     /// The plate formats of the unit's region: presets (`eu`) or patterns of `L`, `N`, `A`; a read
     /// that fits none is re-ranked by swapping look-alike characters. Empty: no prior.
     pub plate_formats: Vec<String>,
+    /// Motion gate: skip the detector on frames where nothing changed since its last run (its
+    /// result then stands for them). See docs/performance.md.
+    pub gate: bool,
+    /// With the gate on, the detector still runs at least this often (on the frames' timeline),
+    /// so a scene that changed too slowly to notice, or a parked car, is read.
+    #[serde(with = "units::duration")]
+    pub gate_full_every: Duration,
+    /// Detector + OCR worker threads per camera; 0: one per core, at most 2 (each worker holds
+    /// its own tract state, about 30 MB at 1080p: more workers cost memory first).
+    pub threads: usize,
+}
+
+impl Default for RecognitionConfig {
+    fn default() -> Self {
+        RecognitionConfig {
+            detector: None,
+            ocr: None,
+            plate_formats: Vec::new(),
+            gate: true,
+            gate_full_every: Duration::from_secs(2),
+            threads: 0,
+        }
+    }
+}
+
+impl RecognitionConfig {
+    /// The worker threads `threads` asks for, `0` resolved to the cores this process may use.
+    pub fn worker_threads(&self) -> usize {
+        match self.threads {
+            0 => std::thread::available_parallelism()
+                .map_or(1, usize::from)
+                .min(2),
+            n => n,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

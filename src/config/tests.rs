@@ -643,3 +643,29 @@ fn warnings_are_forwarded_over_mqtt_by_default() {
     let c = load_str("", "t.toml").unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(c.logging.mqtt_level, "warn");
 }
+
+// speed (issue 10): the motion gate and the workers
+#[test]
+fn speed_keys_load_and_bad_values_are_reported() {
+    let base = "[device]\nid = \"u\"\n\n[mqtt]\nurl = \"mqtt://b\"\n\n[recognition]\n";
+    let cfg = load_str(
+        &format!("{base}gate = false\ngate_full_every = \"500ms\"\nthreads = 3\n"),
+        "t.toml",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let r = cfg.recognition.expect("recognition");
+    assert!(!r.gate);
+    assert_eq!(r.gate_full_every, Duration::from_millis(500));
+    assert_eq!(r.worker_threads(), 3);
+    let ps = problems(&format!("{base}gate_full_every = \"0s\"\nthreads = 65\n"));
+    assert_eq!(
+        keys_lines(&ps),
+        vec![
+            ("recognition.gate_full_every", Some(8)),
+            ("recognition.threads", Some(9))
+        ],
+        "{ps:#?}"
+    );
+    let auto = RecognitionConfig::default().worker_threads();
+    assert!((1..=2).contains(&auto), "{auto}");
+}

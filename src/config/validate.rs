@@ -269,6 +269,18 @@ pub(super) fn static_checks(c: &Config, lines: &KeyLines) -> Vec<Problem> {
                 ),
             );
         }
+        if r.gate_full_every.is_zero() || r.gate_full_every > Duration::from_secs(60) {
+            bad(
+                "recognition.gate_full_every",
+                "must be more than 0 and at most 60s (a parked car is re-read this often)".into(),
+            );
+        }
+        if r.threads > 64 {
+            bad(
+                "recognition.threads",
+                "must be 0 (one per core, at most 2) or 1..=64".into(),
+            );
+        }
     }
 
     // tracking

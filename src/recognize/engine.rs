@@ -98,6 +98,7 @@ impl OnnxModel {
         quantized: Quantized,
     ) -> Result<OnnxModel, RecognizeError> {
         let path = file.path.as_path();
+        let started = std::time::Instant::now();
         let bytes = std::fs::read(path).map_err(|source| RecognizeError::Io {
             path: path.to_path_buf(),
             source,
@@ -140,12 +141,29 @@ impl OnnxModel {
                 }
             }
         }
-        let plan = onnx
+        let parsed = started.elapsed();
+        let typed = onnx
             .model_for_proto_model(&proto)
             .and_then(|m| m.with_input_fact(0, fact.into()))
-            .and_then(|m| m.into_optimized())
+            .and_then(|m| m.into_typed())
+            .map_err(model_err)?;
+        let analysed = started.elapsed();
+        let typed = typed.into_decluttered().map_err(model_err)?;
+        let decluttered = started.elapsed();
+        let plan = typed
+            .into_optimized()
             .and_then(|m| m.into_runnable())
             .map_err(model_err)?;
+        // Where start-up time goes (docs/performance.md): read + hash + parse + rewrite, ONNX
+        // analysis into a typed graph, then tract's optimiser.
+        tracing::debug!(
+            model = %path.display(),
+            parse_ms = parsed.as_millis() as u64,
+            typed_ms = (analysed - parsed).as_millis() as u64,
+            declutter_ms = (decluttered - analysed).as_millis() as u64,
+            optimize_ms = (started.elapsed() - decluttered).as_millis() as u64,
+            "model loaded"
+        );
         Ok(OnnxModel {
             plan,
             path: path.to_path_buf(),

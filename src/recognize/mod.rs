@@ -8,6 +8,7 @@ mod dequantize;
 mod detector;
 mod engine;
 mod formats;
+mod gate;
 mod manifest;
 mod ocr;
 mod preprocess;
@@ -15,6 +16,7 @@ pub mod tracker;
 
 pub use detector::{decode_grid, iou, nms};
 pub use engine::Quantized;
+pub use gate::MotionGate;
 pub use manifest::Manifest;
 pub use tracker::{FrameInfo, Tracker};
 

@@ -77,7 +77,7 @@ summary() { # summary NAME
   log=$OUT/$1/platecam.log
   c=$(sed -n 's/.*camera counts camera=[^ ]* //p; s/.*pipeline counts //p' $log | tr '\n' ' ')
   [ -n "$c" ] || c="no counts logged (the daemon did not stop cleanly) "
-  t=$(awk '/frame recognized/ { for (i = 1; i <= NF; i++) if ($i ~ /^ms=/) { s += substr($i, 4); n++ } }
+  t=$(awk '/frame recognized/ && !/gated=true/ { for (i = 1; i <= NF; i++) if ($i ~ /^ms=/) { s += substr($i, 4); n++ } }
     END { if (n) printf "%.1f s a frame", s / n / 1000; else printf "no frame recognised" }' $log)
   say "$1: $c($t)"
 }
