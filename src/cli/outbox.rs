@@ -27,7 +27,7 @@ fn open(config: &Path) -> anyhow::Result<Result<Outbox, u8>> {
         Ok(cfg) => cfg,
         Err(code) => return Ok(Err(code)),
     };
-    Ok(Ok(Outbox::inspect(&cfg.storage)?))
+    Ok(Ok(Outbox::inspect_with(&cfg.storage, &cfg.privacy)?))
 }
 
 pub fn stats(config: &Path, json: bool) -> anyhow::Result<u8> {
@@ -104,8 +104,14 @@ pub fn recover(config: &Path, aside: &Path) -> anyhow::Result<u8> {
         Ok(cfg) => cfg,
         Err(code) => return Ok(code),
     };
-    let (outbox, _) = Outbox::open(&cfg.storage)?;
+    let (outbox, _) = Outbox::open_with(&cfg.storage, &cfg.privacy)?;
     let report = outbox.recover(aside)?;
+    if report.expired > 0 {
+        println!(
+            "{} reads older than privacy.max_age were not recovered",
+            report.expired
+        );
+    }
     match (report.recovered.first(), report.recovered.last()) {
         (Some(first), Some(last)) => println!(
             "recovered {} reads into {} as seq {first}..={last}",

@@ -39,6 +39,7 @@ pub struct Config {
     pub tracking: TrackingConfig,
     pub location: Option<LocationConfig>,
     pub logging: LoggingConfig,
+    pub privacy: PrivacyConfig,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, Default)]
@@ -163,6 +164,32 @@ impl Default for StorageConfig {
             max_bytes: ByteSize::gib(2),
             min_free_bytes: ByteSize::mib(64),
             eviction: EvictionPolicy::OldestFirst,
+        }
+    }
+}
+
+/// `[privacy]`: what the unit keeps at rest and for how long (docs/privacy.md).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PrivacyConfig {
+    /// The outbox master key (32 bytes, raw or hex, mode 0600); else the systemd credential
+    /// `platecam-master`, else `<storage.dir>/master.key` made on first start.
+    pub master_key_file: Option<PathBuf>,
+    /// Reads and crops older than this are destroyed, sent or not; `None` ("off") keeps them
+    /// until delivered or evicted.
+    #[serde(with = "units::duration_or_off")]
+    pub max_age: Option<Duration>,
+    /// Each period gets its own data key, destroyed once the period is older than `max_age`.
+    #[serde(with = "units::duration")]
+    pub key_period: Duration,
+}
+
+impl Default for PrivacyConfig {
+    fn default() -> Self {
+        PrivacyConfig {
+            master_key_file: None,
+            max_age: Some(Duration::from_secs(72 * 3600)),
+            key_period: Duration::from_secs(3600),
         }
     }
 }
