@@ -119,6 +119,10 @@ pub struct HealthMessage {
     /// Sessions the broker took over for another client with our id, since start.
     #[serde(default)]
     pub session_takeovers: u64,
+    /// Reads destroyed on the unit because they were older than `privacy.max_age`, sent or not,
+    /// since the outbox was created.
+    #[serde(default)]
+    pub reads_expired: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]

@@ -98,6 +98,7 @@ impl HealthSampler {
             },
             reads_lost: metrics.reads_lost.load(Ordering::Relaxed),
             session_takeovers: metrics.session_takeovers.load(Ordering::Relaxed),
+            reads_expired: stats.expired,
         }
     }
 }

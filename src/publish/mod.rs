@@ -92,6 +92,8 @@ pub struct Topics {
     pub status: String,
     pub health: String,
     pub logs: String,
+    /// The audit log's entries as they are made (`privacy::audit`).
+    pub audit: String,
     /// `<prefix>/<device>/crops/`; a crop goes to this plus the read id.
     crops_base: String,
 }
@@ -130,6 +132,7 @@ impl Topics {
             status: format!("{base}status"),
             health: format!("{base}health"),
             logs: format!("{base}logs"),
+            audit: format!("{base}audit"),
             crops_base: format!("{base}crops/"),
         })
     }

@@ -86,6 +86,7 @@ pub async fn run(
         waiting_since: Instant::now(),
         health_tick,
         logs,
+        audit: Some(crate::privacy::audit::subscribe()),
     };
     let mut backoff = Backoff::new(publisher.settings.mqtt.reconnect_max);
     let mut takeovers = Takeovers::default();
@@ -220,6 +221,8 @@ struct Publisher {
     health_tick: tokio::time::Interval,
     /// Log events to forward on `logs` (QoS 0): only while connected; the queue drops the excess.
     logs: Option<mpsc::Receiver<Vec<u8>>>,
+    /// Audit log entries to publish on `audit` (QoS 1).
+    audit: Option<mpsc::Receiver<Vec<u8>>>,
 }
 
 /// The next queued log event; never resolves when there is no queue.
@@ -318,6 +321,14 @@ impl Publisher {
                         }
                     }
                     None => self.logs = None,
+                },
+                entry = next_log(&mut self.audit), if connected => match entry {
+                    Some(payload) => {
+                        if self.hand_control(&conn, &self.topics.audit.clone(), QoS::AtLeastOnce, false, payload).is_err() {
+                            warn!("request queue full; audit entry not published (it is in the unit's audit log)");
+                        }
+                    }
+                    None => self.audit = None,
                 },
             }
             if connected
