@@ -59,8 +59,8 @@ impl Record {
         parse_body(flags, stored_at, &bytes[HEADER..])
     }
 
-    /// The size `seal` makes (without the seq in the JSON, a few bytes).
-    pub(super) fn sealed_len(&self) -> Result<usize, String> {
+    /// The size `seal` makes of this record (as stored, with its seq in the JSON).
+    pub fn sealed_len(&self) -> Result<usize, String> {
         Ok(HEADER + crypto::SEAL_HEADER + self.body()?.len() + crypto::TAG_LEN)
     }
 
