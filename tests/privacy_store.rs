@@ -289,3 +289,66 @@ fn audit_verify_names_a_removed_or_edited_entry() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// The daemon end to end: its audit entries reach the broker (`start` with the config's hash
+/// first), its audit log verifies, and its storage holds no plate it read in clear.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_publishes_its_audit_log_and_keeps_no_plate_in_clear() {
+    use support::daemon::{platecam, samples, Daemon, RunConfig};
+    use support::mosquitto::{Mosquitto, Subscriber};
+
+    let broker = Mosquitto::start();
+    let mut sub = Subscriber::connect(broker.port, "platecam/#").await;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let state = tmp.path().join("state");
+    let (dir, truth) = samples();
+    let cfg = RunConfig {
+        drain_timeout: "20s",
+        ..RunConfig::new(&state, &dir, broker.port)
+    }
+    .write();
+    let mut daemon = Daemon::start(&cfg);
+    let status = daemon.wait_exit(Duration::from_secs(120));
+    assert_eq!(status.and_then(|s| s.code()), Some(0), "{:#?}", daemon.lines());
+
+    let mut msgs = Vec::new();
+    while let Some(m) = sub.next(Duration::from_millis(500)).await {
+        msgs.push(m);
+    }
+    let entries: Vec<serde_json::Value> = msgs
+        .iter()
+        .filter(|m| m.topic.ends_with("/audit"))
+        .filter_map(|m| serde_json::from_slice(&m.payload).ok())
+        .collect();
+    let kinds: Vec<&str> = entries
+        .iter()
+        .filter_map(|e| e["entry"]["kind"].as_str())
+        .collect();
+    assert_eq!(kinds.first(), Some(&"start"), "{kinds:?}");
+    assert!(kinds.contains(&"key_created"), "{kinds:?}");
+    assert_eq!(
+        entries[0]["entry"]["details"]["config_sha256"]
+            .as_str()
+            .map(str::len),
+        Some(64)
+    );
+    let (code, out, err) = platecam(&["audit", "verify", "--config"], Some(&cfg));
+    assert_eq!(code, 0, "{out}{err}");
+    let head = entries
+        .last()
+        .and_then(|e| e["hash"].as_str())
+        .expect("hash");
+    assert!(out.contains(head), "published head is the log's head: {out}");
+
+    let mut plates: Vec<String> = msgs
+        .iter()
+        .filter(|m| m.topic.ends_with("/reads"))
+        .filter_map(|m| serde_json::from_slice::<platecam::wire::ReadMessage>(&m.payload).ok())
+        .map(|r| r.plate)
+        .collect();
+    assert!(!plates.is_empty(), "reads were delivered");
+    plates.extend(truth.iter().map(|(_, p)| p.replace(' ', "")));
+    let plates: Vec<&str> = plates.iter().map(String::as_str).collect();
+    let found = scan(&state, &needles(&plates, &[]));
+    assert!(found.is_empty(), "clear text on disk: {found:?}");
+}

@@ -63,7 +63,9 @@ struct Log {
     file: File,
     next: u64,
     head: String,
-    tx: Option<mpsc::Sender<Vec<u8>>>,
+    tx: mpsc::Sender<Vec<u8>>,
+    /// Until the publisher takes it: entries queue from the start, so `start` is published too.
+    rx: Option<mpsc::Receiver<Vec<u8>>>,
 }
 
 static LOG: OnceLock<Mutex<Option<Log>>> = OnceLock::new();
@@ -98,25 +100,26 @@ pub fn open(dir: &Path) -> Result<(), AuditError> {
         .append(true)
         .open(&path)
         .map_err(io_err)?;
-    let mut guard = slot().lock().unwrap_or_else(|e| e.into_inner());
-    let tx = guard.take().and_then(|l| l.tx);
-    *guard = Some(Log {
+    let (tx, rx) = mpsc::channel(QUEUE);
+    *slot().lock().unwrap_or_else(|e| e.into_inner()) = Some(Log {
         path,
         file,
         next,
         head,
         tx,
+        rx: Some(rx),
     });
     Ok(())
 }
 
-/// The entries recorded from now on, as published (`{"hash":…,"entry":…}`), for the publisher.
-pub fn subscribe() -> mpsc::Receiver<Vec<u8>> {
-    let (tx, rx) = mpsc::channel(QUEUE);
-    if let Some(log) = slot().lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
-        log.tx = Some(tx);
-    }
-    rx
+/// The entries recorded since the log was opened, as published (`{"hash":…,"entry":…}`), for
+/// the publisher; `None` when no log is open or they were taken already.
+pub fn subscribe() -> Option<mpsc::Receiver<Vec<u8>>> {
+    slot()
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .as_mut()
+        .and_then(|log| log.rx.take())
 }
 
 /// Appends an event (synced). A no-op when no log is open (tools, tests). A failed write is
@@ -144,11 +147,10 @@ pub fn record(kind: &str, details: serde_json::Value) {
     }
     log.next += 1;
     log.head = hash.clone();
-    if let Some(tx) = &log.tx {
-        let published = serde_json::json!({ "hash": hash, "entry": entry });
-        if let Ok(payload) = serde_json::to_vec(&published) {
-            let _ = tx.try_send(payload);
-        }
+    let published = serde_json::json!({ "hash": hash, "entry": entry });
+    if let Ok(payload) = serde_json::to_vec(&published) {
+        // A full queue (or no publisher): the entry is in the file; the gap in `n` shows.
+        let _ = log.tx.try_send(payload);
     }
 }
 

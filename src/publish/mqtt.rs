@@ -86,7 +86,7 @@ pub async fn run(
         waiting_since: Instant::now(),
         health_tick,
         logs,
-        audit: Some(crate::privacy::audit::subscribe()),
+        audit: crate::privacy::audit::subscribe(),
     };
     let mut backoff = Backoff::new(publisher.settings.mqtt.reconnect_max);
     let mut takeovers = Takeovers::default();
