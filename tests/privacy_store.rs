@@ -34,7 +34,9 @@ fn short_retention() -> PrivacyConfig {
 
 /// Crop bytes no file would hold by chance.
 fn crop(n: u64) -> Vec<u8> {
-    let mut x = n.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut x = n
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     (0..4000)
         .map(|_| {
             x = x
@@ -145,7 +147,9 @@ fn write_v1_outbox(dir: &Path, plate: &str, crop: &[u8]) {
     rec.extend_from_slice(&(json.len() as u32).to_be_bytes());
     rec.extend_from_slice(&json);
     rec.extend_from_slice(crop);
-    reads.insert(4u64.to_be_bytes(), rec.clone()).expect("insert");
+    reads
+        .insert(4u64.to_be_bytes(), rec.clone())
+        .expect("insert");
     for (name, v) in [
         (&b"next_seq"[..], 5u64),
         (b"count", 1),
@@ -170,7 +174,10 @@ fn a_format_1_outbox_is_resealed_on_open_with_its_counts() -> anyhow::Result<()>
     let c = crop(42);
     write_v1_outbox(tmp.path(), "MIG7731", &c);
     let clear = needles(&["MIG7731"], std::slice::from_ref(&c));
-    assert!(!scan(tmp.path(), &clear).is_empty(), "format 1 is clear text");
+    assert!(
+        !scan(tmp.path(), &clear).is_empty(),
+        "format 1 is clear text"
+    );
 
     let (outbox, _) = Outbox::open_with(&storage(tmp.path()), &short_retention())?;
     let pending = outbox.pending(None, 10)?;
@@ -183,12 +190,20 @@ fn a_format_1_outbox_is_resealed_on_open_with_its_counts() -> anyhow::Result<()>
     assert_eq!(pending[0].crop.as_deref(), Some(&c[..]));
     let stats = outbox.stats();
     assert_eq!((stats.count, stats.evictions, stats.next_seq), (1, 2, 5));
-    assert_eq!(outbox.append(support::sample_read("unit", "NEW1"), crop(1))?.seq, 5);
+    assert_eq!(
+        outbox
+            .append(support::sample_read("unit", "NEW1"), crop(1))?
+            .seq,
+        5
+    );
     drop(outbox);
     let marker = std::fs::read_to_string(tmp.path().join("outbox/PLATECAM_OUTBOX"))?;
     assert!(marker.contains("record format 2"), "{marker}");
     let found = scan(tmp.path(), &clear);
-    assert!(found.is_empty(), "clear text left after migration: {found:?}");
+    assert!(
+        found.is_empty(),
+        "clear text left after migration: {found:?}"
+    );
     Ok(())
 }
 
@@ -309,7 +324,12 @@ async fn the_daemon_publishes_its_audit_log_and_keeps_no_plate_in_clear() {
     .write();
     let mut daemon = Daemon::start(&cfg);
     let status = daemon.wait_exit(Duration::from_secs(120));
-    assert_eq!(status.and_then(|s| s.code()), Some(0), "{:#?}", daemon.lines());
+    assert_eq!(
+        status.and_then(|s| s.code()),
+        Some(0),
+        "{:#?}",
+        daemon.lines()
+    );
 
     let mut msgs = Vec::new();
     while let Some(m) = sub.next(Duration::from_millis(500)).await {
@@ -338,7 +358,10 @@ async fn the_daemon_publishes_its_audit_log_and_keeps_no_plate_in_clear() {
         .last()
         .and_then(|e| e["hash"].as_str())
         .expect("hash");
-    assert!(out.contains(head), "published head is the log's head: {out}");
+    assert!(
+        out.contains(head),
+        "published head is the log's head: {out}"
+    );
 
     let mut plates: Vec<String> = msgs
         .iter()

@@ -37,7 +37,9 @@ impl Keyring {
     /// period after it (a store that took the key just before the period ended may seal a moment
     /// later), plus `max_age`.
     pub(super) fn expires_at(&self, period: u64, max_age: Duration) -> SystemTime {
-        let end = period.saturating_add(2).saturating_mul(self.period.as_secs());
+        let end = period
+            .saturating_add(2)
+            .saturating_mul(self.period.as_secs());
         UNIX_EPOCH + Duration::from_secs(end) + max_age
     }
 
@@ -56,7 +58,11 @@ impl Keyring {
         self.master.new_data_key(self.period_at(now))
     }
 
-    pub(super) fn install(&self, key: DataKey, wrapped: &[u8]) -> Result<Arc<DataKey>, CryptoError> {
+    pub(super) fn install(
+        &self,
+        key: DataKey,
+        wrapped: &[u8],
+    ) -> Result<Arc<DataKey>, CryptoError> {
         let opening = self.master.unwrap_key(key.id(), wrapped)?;
         self.opened
             .write()
@@ -101,7 +107,10 @@ impl Keyring {
         match keys.last().map_err(|e| e.to_string())? {
             None => Ok(()),
             Some((id, wrapped)) => {
-                let id: KeyId = id.as_ref().try_into().map_err(|_| "bad key id".to_string())?;
+                let id: KeyId = id
+                    .as_ref()
+                    .try_into()
+                    .map_err(|_| "bad key id".to_string())?;
                 self.master
                     .unwrap_key(&id, &wrapped)
                     .map(|_| ())

@@ -39,9 +39,9 @@ use sled::transaction::{ConflictableTransactionError, TransactionError, Transact
 use sled::Transactional;
 
 use crate::config::{EvictionPolicy, PrivacyConfig, StorageConfig};
+use crate::privacy::audit;
 use crate::privacy::crypto::{self, DataKey, KeyId};
 use crate::privacy::keys::{self, KeyError, KeySource};
-use crate::privacy::audit;
 use crate::wire::{CropInfo, ReadMessage};
 use keyring::Keyring;
 
@@ -106,18 +106,13 @@ pub enum OutboxError {
     #[error("outbox {dir}: no outbox here")]
     Missing { dir: PathBuf },
     #[error(
-        "outbox {dir}: the master key ({source_of_key}) does not open this outbox's data keys \
-         ({reason}); nothing was changed: restore the master key it was sealed with \
+        "outbox {dir}: the master key does not open this outbox's data keys ({reason}); nothing was changed: restore the master key it was sealed with \
          (privacy.master_key_file, the systemd credential platecam-master, or \
          <storage.dir>/master.key)"
     )]
-    MasterKey {
-        dir: PathBuf,
-        source_of_key: String,
-        reason: String,
-    },
+    MasterKey { dir: PathBuf, reason: String },
     #[error("outbox {dir}: {source}")]
-    Key { dir: PathBuf, source: KeyError },
+    Key { dir: PathBuf, source: Box<KeyError> },
     #[error("outbox {dir}: read of {bytes} bytes is larger than the whole quota ({quota} bytes)")]
     TooLarge {
         dir: PathBuf,
@@ -253,13 +248,8 @@ impl Outbox {
             migrate::v1(&dir, cfg, &sealed)?;
         }
         let opened = Self::open_guarded(&dir, cfg, &sealed);
-        if let Err(e @ OutboxError::MasterKey { .. }) = &opened {
+        if let Err(OutboxError::MasterKey { .. }) = &opened {
             sealed.forget_created();
-            return Err(OutboxError::MasterKey {
-                dir: dir.clone(),
-                source_of_key: sealed.describe(),
-                reason: e.to_string(),
-            });
         }
         let (outbox, outcome) = match opened {
             Ok(outbox) => (outbox, OpenOutcome::Opened),
@@ -324,16 +314,14 @@ impl Outbox {
         let keyring = Keyring::new(&sealed.master, sealed.key_period).map_err(|e| {
             OutboxError::MasterKey {
                 dir: dir.to_path_buf(),
-                source_of_key: sealed.describe(),
-                reason: e.to_string(),
+                reason: format!("{}: {e}", sealed.describe()),
             }
         })?;
         keyring
             .check_master(&h.keys)
             .map_err(|reason| OutboxError::MasterKey {
                 dir: dir.to_path_buf(),
-                source_of_key: sealed.describe(),
-                reason,
+                reason: format!("{}: {reason}", sealed.describe()),
             })?;
         if writable && h.meta.get(COUNT).map_err(db_err)?.is_none() {
             // An outbox written before the counters were kept: count once.
@@ -1193,7 +1181,7 @@ impl Sealing {
         )
         .map_err(|source| OutboxError::Key {
             dir: dir.to_path_buf(),
-            source,
+            source: Box::new(source),
         })?;
         if let KeySource::Created(path) = &source {
             audit::record(
@@ -1220,8 +1208,7 @@ impl Sealing {
             sealing.forget_created();
             return Err(OutboxError::MasterKey {
                 dir: dir.to_path_buf(),
-                source_of_key: "none found".into(),
-                reason: "no master key".into(),
+                reason: "no master key found".into(),
             });
         }
         Ok(sealing)

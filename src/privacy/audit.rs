@@ -176,7 +176,9 @@ pub fn verify(path: &Path) -> Result<Verified, AuditError> {
             .split_once(' ')
             .ok_or_else(|| broken("not `<hash> <entry>`".into()))?;
         if hex::encode(Sha256::digest(body.as_bytes())) != hash {
-            return Err(broken("its hash does not match its content (edited)".into()));
+            return Err(broken(
+                "its hash does not match its content (edited)".into(),
+            ));
         }
         let entry: Entry =
             serde_json::from_str(body).map_err(|e| broken(format!("not an entry: {e}")))?;

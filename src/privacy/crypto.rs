@@ -191,8 +191,7 @@ fn aad_with(aad: &[u8], head: &[u8]) -> Vec<u8> {
 }
 
 fn aead_key(bytes: &[u8]) -> Result<LessSafeKey, CryptoError> {
-    let unbound =
-        UnboundKey::new(&CHACHA20_POLY1305, bytes).map_err(|_| CryptoError::KeyLength)?;
+    let unbound = UnboundKey::new(&CHACHA20_POLY1305, bytes).map_err(|_| CryptoError::KeyLength)?;
     Ok(LessSafeKey::new(unbound))
 }
 
@@ -210,8 +209,14 @@ mod tests {
         assert_ne!(a, b, "a second seal uses the next nonce");
         assert!(!a.windows(7).any(|w| w == b"AB123CD"));
         let opened = master.unwrap_key(key.id(), &wrapped).expect("unwrap");
-        assert_eq!(open(opened.opener(), b"seq1", &a).expect("open"), b"AB123CD");
-        assert!(open(opened.opener(), b"seq2", &a).is_err(), "bound to its aad");
+        assert_eq!(
+            open(opened.opener(), b"seq1", &a).expect("open"),
+            b"AB123CD"
+        );
+        assert!(
+            open(opened.opener(), b"seq2", &a).is_err(),
+            "bound to its aad"
+        );
         let other = MasterKey::new(&[8u8; 32]).expect("master");
         assert!(other.unwrap_key(key.id(), &wrapped).is_err());
     }
