@@ -375,3 +375,28 @@ async fn the_daemon_publishes_its_audit_log_and_keeps_no_plate_in_clear() {
     let found = scan(&state, &needles(&plates, &[]));
     assert!(found.is_empty(), "clear text on disk: {found:?}");
 }
+
+#[test]
+fn a_damaged_format_1_outbox_is_moved_aside_not_a_crash_loop() -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let dir = tmp.path().join("outbox");
+    std::fs::create_dir_all(&dir)?;
+    std::fs::write(dir.join("db"), vec![0xA5u8; 100_000])?;
+    std::fs::write(
+        dir.join("PLATECAM_OUTBOX"),
+        "platecam outbox, record format 1\n",
+    )?;
+    let (outbox, outcome) = Outbox::open_with(&storage(tmp.path()), &short_retention())?;
+    assert!(
+        matches!(outcome, platecam::outbox::OpenOutcome::MovedAside { .. }),
+        "{outcome:?}"
+    );
+    assert_eq!(
+        outbox
+            .append(support::sample_read("unit", "FRESH1"), crop(5))?
+            .seq,
+        0
+    );
+    assert!(!tmp.path().join("outbox.migrating").exists());
+    Ok(())
+}

@@ -12,7 +12,7 @@ use std::path::Path;
 
 use super::{
     be_u64, counter, open_handles, open_marked, record, tx_err, Outbox, OutboxError, Record,
-    Sealing, EVICTIONS, NEXT_SEQ, QUARANTINED,
+    Sealing, COUNT, EVICTIONS, NEXT_SEQ, QUARANTINED,
 };
 use crate::config::StorageConfig;
 use crate::privacy::audit;
@@ -67,6 +67,19 @@ pub(super) fn v1(dir: &Path, cfg: &StorageConfig, sealed: &Sealing) -> Result<u6
                 dropped += 1;
             }
         }
+    }
+    // sled opens some damaged files as an empty database. Every format 1 outbox the daemon
+    // opened holds its `count`: none, or records missing against it, mean damaged files, and
+    // the old database must stay for `platecam outbox recover`.
+    let stored = old.meta.get(COUNT).ok().flatten().map(|v| be_u64(&v));
+    if stored != Some(carried + dropped) {
+        return Err(OutboxError::Unrecognised {
+            dir: dir.to_path_buf(),
+            reason: format!(
+                "format 1 outbox: {} reads read, its count says {stored:?}: damaged",
+                carried + dropped
+            ),
+        });
     }
     let quarantined = old.quarantine.len() as u64;
     let counters = [

@@ -244,10 +244,17 @@ impl Outbox {
         std::fs::create_dir_all(&cfg.dir).map_err(io_err)?;
         let sealed = Sealing::load(&dir, cfg, privacy)?;
         migrate::finish_interrupted(&cfg.dir, &dir).map_err(io_err)?;
-        if marker_version(&dir) == Some(record::V1) {
-            migrate::v1(&dir, cfg, &sealed)?;
-        }
-        let opened = Self::open_guarded(&dir, cfg, &sealed);
+        let opened = if marker_version(&dir) == Some(record::V1) {
+            let migrated = migrate::v1(&dir, cfg, &sealed);
+            if migrated.is_err() {
+                // Back to the old database as it was: a damaged one is moved aside below, and
+                // `platecam outbox recover` reads format 1 records too.
+                migrate::finish_interrupted(&cfg.dir, &dir).map_err(io_err)?;
+            }
+            migrated.and_then(|_| Self::open_guarded(&dir, cfg, &sealed))
+        } else {
+            Self::open_guarded(&dir, cfg, &sealed)
+        };
         if let Err(OutboxError::MasterKey { .. }) = &opened {
             sealed.forget_created();
         }
