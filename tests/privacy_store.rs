@@ -324,13 +324,7 @@ async fn the_daemon_publishes_its_audit_log_and_keeps_no_plate_in_clear() {
     }
     .write();
     let mut daemon = Daemon::start(&cfg);
-    let status = daemon.wait_exit(Duration::from_secs(120));
-    assert_eq!(
-        status.and_then(|s| s.code()),
-        Some(0),
-        "{:#?}",
-        daemon.lines()
-    );
+    daemon.assert_exits_0(Duration::from_secs(120));
 
     let mut msgs = Vec::new();
     while let Some(m) = sub.next(Duration::from_millis(500)).await {
