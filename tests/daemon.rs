@@ -199,7 +199,17 @@ async fn kill_9_twenty_times_loses_no_accepted_read() {
     let mut rng = fastrand::Rng::with_seed(20261126);
     for round in 0..20 {
         let mut daemon = Daemon::start(&looping);
-        // Random moments: during start-up, mid-pass, mid-append, mid-publish.
+        // Random moments: every other round from the spawn (start-up, or the first passes on a
+        // fast machine), the others once reads flow (mid-pass, mid-append, mid-publish), so the
+        // kills hit reads however slow the machine is.
+        if round % 2 == 1 {
+            let reading = |lines: &[String]| lines.iter().any(|l| l.contains("read accepted"));
+            assert!(
+                daemon.wait_for(reading, Duration::from_secs(60)),
+                "{:#?}",
+                daemon.lines()
+            );
+        }
         std::thread::sleep(Duration::from_millis(rng.u64(300..2500)));
         daemon.kill9();
         let ids = daemon.accepted_ids();
