@@ -24,6 +24,7 @@
 //! daemon) is never touched.
 
 mod aside;
+mod durable;
 mod record;
 
 use std::fs::File;
@@ -38,6 +39,7 @@ use sled::Transactional;
 
 use crate::config::{EvictionPolicy, StorageConfig};
 use crate::wire::{CropInfo, ReadMessage};
+use durable::{sync_dir_tree, SyncMark};
 
 pub use aside::{RecoverReport, KEEP_ASIDE};
 pub use record::{Record, RECORD_VERSION};
@@ -65,8 +67,6 @@ const QUARANTINED: &[u8] = b"quarantined";
 
 /// Syncs tried for one record before its append fails (a reopen between tries).
 const SYNC_ATTEMPTS: u32 = 3;
-/// See `Outbox::sync`.
-const SYNC_MARGIN: Duration = Duration::from_secs(2);
 
 #[derive(Debug, thiserror::Error)]
 pub enum OutboxError {
@@ -185,7 +185,7 @@ pub struct Outbox {
     /// Times the database was reopened (see `commit`).
     generation: AtomicU64,
     /// When the last sync started: files not modified since are not synced again.
-    last_sync: Mutex<Option<SystemTime>>,
+    last_sync: Mutex<Option<SyncMark>>,
 }
 
 impl Outbox {
@@ -714,16 +714,15 @@ impl Outbox {
     /// The durable commit point: sled's flush, then fdatasync of its files (the main file and
     /// the large values sled keeps in `blobs/`) and of the directories that name them.
     fn sync(&self) -> Result<(), OutboxError> {
-        let started = SystemTime::now();
+        let started = SyncMark::now();
         self.handles()?.db.flush().map_err(|e| self.db_err(e))?;
         let mut last = self.last_sync.lock().unwrap_or_else(|e| e.into_inner());
-        // File times come from a coarse clock (and FAT keeps 2 s): a margin keeps a file written
-        // just around the last sync in this one.
-        let since = last.and_then(|t| t.checked_sub(SYNC_MARGIN));
-        sync_dir_tree(&self.dir, since).map_err(|source| OutboxError::Io {
+        let since = last.and_then(|mark| mark.since(&started));
+        let files = sync_dir_tree(&self.dir, since).map_err(|source| OutboxError::Io {
             dir: self.dir.clone(),
             source,
         })?;
+        tracing::trace!(files, "outbox synced");
         *last = Some(started);
         Ok(())
     }
@@ -917,30 +916,6 @@ fn write_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         Some(parent) => File::open(parent)?.sync_all(),
         None => Ok(()),
     }
-}
-
-/// fdatasync of every file under `dir` (sled's `db`, `conf`, `blobs/*`, snapshots) and fsync of
-/// the directories, so new files and their names survive a power cut; with `since`, only those
-/// modified since then (what an earlier sync covered stays synced).
-fn sync_dir_tree(dir: &Path, since: Option<SystemTime>) -> std::io::Result<()> {
-    let changed = |meta: &std::fs::Metadata| match (since, meta.modified()) {
-        (Some(since), Ok(modified)) => modified >= since,
-        _ => true,
-    };
-    for entry in std::fs::read_dir(dir)? {
-        let entry = entry?;
-        let path = entry.path();
-        let meta = entry.metadata()?;
-        if meta.is_dir() {
-            sync_dir_tree(&path, since)?;
-        } else if changed(&meta) {
-            File::open(&path)?.sync_data()?;
-        }
-    }
-    if changed(&std::fs::metadata(dir)?) {
-        File::open(dir)?.sync_all()?;
-    }
-    Ok(())
 }
 
 /// A non-empty outbox directory must carry our marker, with a record format this build reads.
