@@ -25,7 +25,7 @@
 
 mod aside;
 mod durable;
-mod record;
+pub(crate) mod record;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
