@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -98,6 +98,17 @@ pub async fn run(
     });
     let metrics = Arc::new(metrics);
 
+    // The audit log starts before the outbox, so key and migration events are in it.
+    if let Err(e) = crate::privacy::audit::open(&cfg.storage.dir) {
+        tracing::error!(error = %e, "audit log unavailable: events go to the log only");
+    }
+    crate::privacy::audit::record(
+        "start",
+        serde_json::json!({
+            "version": env!("CARGO_PKG_VERSION"),
+            "config_sha256": crate::privacy::audit::config_hash(&cfg),
+        }),
+    );
     // Keys and hotlist first: a unit that cannot enforce its policy must not read at all.
     let enforced = policy::enforce(&cfg)?;
     let hotlist_watch = CancellationToken::new();
@@ -107,13 +118,14 @@ pub async fn run(
     }
     let (alerts_tx, alerts_rx) = tokio::sync::mpsc::channel(ALERT_QUEUE);
 
-    let (outbox, outcome) = Outbox::open(&cfg.storage)?;
+    let (outbox, outcome) = Outbox::open_with(&cfg.storage, &cfg.privacy)?;
     if let OpenOutcome::MovedAside { to, reason } = &outcome {
         tracing::error!(moved_to = %to.display(), %reason, "started with a fresh outbox");
     }
     let outbox = Arc::new(outbox);
     let backlog = outbox.stats().count;
     tracing::info!(dir = %outbox.dir().display(), backlog, "outbox open");
+    let retention = tokio::spawn(retention(outbox.clone(), cfg.privacy.key_period));
 
     let recognizer = Arc::new(Recognizer::from_config(cfg.recognition.as_ref())?);
     let (detector, ocr) = recognizer.model_hashes();
@@ -219,6 +231,7 @@ pub async fn run(
         }
     }
     publish_stop.cancel();
+    retention.abort();
     let published = publisher.await;
     let unsent = outbox.stats().count;
     log_counts(&metrics);
@@ -235,6 +248,22 @@ pub async fn run(
         reads_accepted: accepted,
         reads_unsent: unsent,
     })
+}
+
+/// Destroys what is older than `privacy.max_age` (see `Outbox::expire`): at start, then every
+/// key period (at most a minute apart), so a unit with no traffic expires too. A failed pass is
+/// logged and tried again next time.
+async fn retention(outbox: Arc<Outbox>, key_period: Duration) {
+    let mut tick = tokio::time::interval(key_period.min(Duration::from_secs(60)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let outbox = outbox.clone();
+        let pass = tokio::task::spawn_blocking(move || outbox.expire(SystemTime::now())).await;
+        if let Ok(Err(e)) = pass {
+            tracing::error!(error = %e, "retention pass failed; trying again next period");
+        }
+    }
 }
 
 /// The error for a publisher task that ended before it was told to stop.

@@ -172,6 +172,10 @@ pub struct HealthMessage {
     /// Frames the motion gate kept from the detector since start (see docs/performance.md).
     #[serde(default)]
     pub frames_gated: u64,
+    /// Reads destroyed on the unit because they were older than `privacy.max_age`, sent or not,
+    /// since the outbox was created.
+    #[serde(default)]
+    pub reads_expired: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]

@@ -326,7 +326,7 @@ fn eviction_and_delivery_do_not_race() -> anyhow::Result<()> {
             crop: r.crop.clone(),
             stored_at: r.stored_at,
         })
-        .map(|r| r.encode().expect("encode").len() as u64)
+        .map(|r| r.sealed_len().expect("encode") as u64)
         .sum();
     assert_eq!(s.payload_bytes, stored, "payload bytes match the records");
     let evicted_reads = READS - delivered.len() as u64 - left.len() as u64;

@@ -11,6 +11,7 @@ use std::time::Duration;
 use rumqttc::{AsyncClient, MqttOptions, QoS};
 use support::daemon::{platecam, samples, Daemon, RunConfig};
 use support::mosquitto::{free_port, Mosquitto, Received, Subscriber};
+use support::normalise;
 
 use platecam::privacy::sign::Signer;
 use platecam::wire::{IdentityMessage, ReadMessage};
@@ -29,13 +30,7 @@ async fn run_daemon(
     let path = cfg.write();
     std::fs::write(&path, format!("{}\n[privacy]\n{privacy}\n", cfg.toml())).expect("config");
     let mut daemon = Daemon::start(&path);
-    let status = daemon.wait_exit(Duration::from_secs(180));
-    assert_eq!(
-        status.and_then(|s| s.code()),
-        Some(0),
-        "{:#?}",
-        daemon.lines()
-    );
+    daemon.assert_exits_0(Duration::from_secs(180));
     let mut msgs = Vec::new();
     let until = tokio::time::Instant::now() + Duration::from_secs(5);
     while tokio::time::Instant::now() < until {
@@ -79,14 +74,6 @@ fn found_in_files(dir: &Path, needles: &[String]) -> Vec<String> {
         }
     }
     found
-}
-
-fn normalise(plate: &str) -> String {
-    plate
-        .chars()
-        .filter(char::is_ascii_alphanumeric)
-        .map(|c| c.to_ascii_uppercase())
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

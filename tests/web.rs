@@ -91,6 +91,24 @@ struct Unit {
 impl Unit {
     /// `web` is the body of the `[web]` section, `{port}` replaced by the web port; `camera`
     /// extra `[[camera]]` keys.
+    /// A unit on loopback whose page needs `token`, kept 0600 in a file under `dir`.
+    fn with_token(dir: &Path, token: &str) -> Unit {
+        let token_file = dir.join("web-token");
+        std::fs::write(&token_file, token).expect("token");
+        std::fs::set_permissions(
+            &token_file,
+            std::os::unix::fs::PermissionsExt::from_mode(0o600),
+        )
+        .expect("chmod");
+        Unit::start(
+            &format!(
+                "listen = \"127.0.0.1:{{port}}\"\ntoken_file = \"{}\"",
+                token_file.display()
+            ),
+            "",
+        )
+    }
+
     fn start(web: &str, camera: &str) -> Unit {
         let broker = Mosquitto::start();
         let tmp = tempfile::tempdir().expect("tempdir");
@@ -223,20 +241,7 @@ fn page_shows_preview_boxes_reads_and_health() {
 fn listener_is_read_only_needs_its_token_and_bounds_requests() {
     let token = "0123456789abcdef0123456789abcdef";
     let tmp = tempfile::tempdir().expect("tempdir");
-    let token_file = tmp.path().join("web-token");
-    std::fs::write(&token_file, format!("{token}\n")).expect("token");
-    std::fs::set_permissions(
-        &token_file,
-        std::os::unix::fs::PermissionsExt::from_mode(0o600),
-    )
-    .expect("chmod");
-    let unit = Unit::start(
-        &format!(
-            "listen = \"127.0.0.1:{{port}}\"\ntoken_file = \"{}\"",
-            token_file.display()
-        ),
-        "",
-    );
+    let unit = Unit::with_token(tmp.path(), &format!("{token}\n"));
     let port = unit.web;
     let bearer = format!("Authorization: Bearer {token}\r\n");
     wait_get(port, "/metrics", &bearer, Duration::from_secs(30), |r| {
@@ -323,20 +328,7 @@ fn prometheus_scrapes_the_daemon() {
     let prometheus = need("prometheus", "prometheus");
     let token = "00112233445566778899aabbccddeeff";
     let tmp = tempfile::tempdir().expect("tempdir");
-    let token_file = tmp.path().join("web-token");
-    std::fs::write(&token_file, token).expect("token");
-    std::fs::set_permissions(
-        &token_file,
-        std::os::unix::fs::PermissionsExt::from_mode(0o600),
-    )
-    .expect("chmod");
-    let unit = Unit::start(
-        &format!(
-            "listen = \"127.0.0.1:{{port}}\"\ntoken_file = \"{}\"",
-            token_file.display()
-        ),
-        "",
-    );
+    let unit = Unit::with_token(tmp.path(), token);
     unit.wait_read();
     let prom_port = free_port();
     let prom_cfg = tmp.path().join("prometheus.yml");
@@ -344,7 +336,7 @@ fn prometheus_scrapes_the_daemon() {
         &prom_cfg,
         format!(
             "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\nscrape_configs:\n  - job_name: platecam\n    authorization:\n      credentials_file: {}\n    static_configs:\n      - targets: ['127.0.0.1:{}']\n",
-            token_file.display(),
+            tmp.path().join("web-token").display(),
             unit.web
         ),
     )

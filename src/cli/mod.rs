@@ -1,5 +1,6 @@
 //! Command-line interface: argument definitions and dispatch. Each command lives in its own file.
 
+mod audit;
 mod bench;
 mod daemon;
 mod devices;
@@ -125,6 +126,24 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The unit's tamper-evident audit log (`<storage.dir>/audit.log`).
+    Audit {
+        #[command(subcommand)]
+        action: AuditAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditAction {
+    /// Check the hash chain. Exit 0 with the entry count and head hash; 2 naming the first
+    /// entry that was removed or edited; 1 when the log cannot be read.
+    Verify {
+        #[arg(long, short, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        /// A log file to check instead of the one under the config's storage.dir.
+        #[arg(long)]
+        file: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -190,6 +209,9 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         },
         Command::Verify(args) => verify::run(args),
         Command::Policy { config, json } => policy::run(&config, json),
+        Command::Audit {
+            action: AuditAction::Verify { config, file },
+        } => audit::verify(&config, file.as_deref()),
     }
 }
 

@@ -17,6 +17,7 @@ struct StatsJson {
     bytes_on_disk: u64,
     evictions: u64,
     quarantined: u64,
+    expired: u64,
     next_seq: u64,
     oldest_stored_at: Option<String>,
 }
@@ -27,7 +28,7 @@ fn open(config: &Path) -> anyhow::Result<Result<Outbox, u8>> {
         Ok(cfg) => cfg,
         Err(code) => return Ok(Err(code)),
     };
-    Ok(Ok(Outbox::inspect(&cfg.storage)?))
+    Ok(Ok(Outbox::inspect_with(&cfg.storage, &cfg.privacy)?))
 }
 
 pub fn stats(config: &Path, json: bool) -> anyhow::Result<u8> {
@@ -43,6 +44,7 @@ pub fn stats(config: &Path, json: bool) -> anyhow::Result<u8> {
         bytes_on_disk: s.bytes_on_disk,
         evictions: s.evictions,
         quarantined: s.quarantined,
+        expired: s.expired,
         next_seq: s.next_seq,
         oldest_stored_at: s.oldest_stored_at.map(rfc3339_ms),
     };
@@ -55,6 +57,7 @@ pub fn stats(config: &Path, json: bool) -> anyhow::Result<u8> {
         println!("disk bytes:    {}", out.bytes_on_disk);
         println!("evictions:     {}", out.evictions);
         println!("quarantined:   {}", out.quarantined);
+        println!("expired:       {}", out.expired);
         println!("next seq:      {}", out.next_seq);
         println!(
             "oldest read:   {}",
@@ -104,8 +107,14 @@ pub fn recover(config: &Path, aside: &Path) -> anyhow::Result<u8> {
         Ok(cfg) => cfg,
         Err(code) => return Ok(code),
     };
-    let (outbox, _) = Outbox::open(&cfg.storage)?;
+    let (outbox, _) = Outbox::open_with(&cfg.storage, &cfg.privacy)?;
     let report = outbox.recover(aside)?;
+    if report.expired > 0 {
+        println!(
+            "{} reads older than privacy.max_age were not recovered",
+            report.expired
+        );
+    }
     match (report.recovered.first(), report.recovered.last()) {
         (Some(first), Some(last)) => println!(
             "recovered {} reads into {} as seq {first}..={last}",

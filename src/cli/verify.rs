@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 
-use super::watch::{runtime, subscribe, BrokerArgs};
+use super::watch::{runtime, subscribe, BrokerAccess, BrokerArgs};
 use crate::privacy::sign::{verify, PublicKey, Rejected};
 
 #[derive(Debug, Args)]
@@ -28,17 +28,8 @@ pub struct VerifyArgs {
     /// Subscribe to a broker instead: every unit's identity, reads, alerts and crops.
     #[arg(long)]
     pub broker: Option<String>,
-    /// Topic prefix the units use (their mqtt.prefix).
-    #[arg(long, default_value = "platecam")]
-    pub prefix: String,
-    /// CA bundle for mqtts:// (default: the system's).
-    #[arg(long)]
-    pub ca: Option<PathBuf>,
-    #[arg(long)]
-    pub username: Option<String>,
-    /// File holding the password.
-    #[arg(long)]
-    pub password_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub access: BrokerAccess,
     /// With --broker: how long to listen.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     pub wait: Duration,
@@ -133,12 +124,9 @@ type Identities = HashMap<String, PublicKey>;
 fn from_broker(args: &VerifyArgs) -> anyhow::Result<(Vec<Item>, Identities)> {
     let broker = BrokerArgs {
         broker: args.broker.clone().unwrap_or_default(),
-        prefix: args.prefix.clone(),
-        ca: args.ca.clone(),
-        username: args.username.clone(),
-        password_file: args.password_file.clone(),
+        access: args.access.clone(),
     };
-    let prefix = args.prefix.trim_end_matches('/');
+    let prefix = args.access.prefix.trim_end_matches('/');
     let filters: Vec<String> = ["identity", "reads", "alerts", "crops/+"]
         .iter()
         .map(|t| format!("{prefix}/+/{t}"))

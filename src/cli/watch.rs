@@ -17,6 +17,13 @@ pub struct BrokerArgs {
     /// Broker URL, mqtt://host[:port] or mqtts://host[:port].
     #[arg(long)]
     pub broker: String,
+    #[command(flatten)]
+    pub access: BrokerAccess,
+}
+
+/// The broker's topic prefix and credentials (shared by every command that subscribes).
+#[derive(Debug, Clone, Args)]
+pub struct BrokerAccess {
     /// Topic prefix the units use (their mqtt.prefix).
     #[arg(long, default_value = "platecam")]
     pub prefix: String,
@@ -49,9 +56,9 @@ pub(super) async fn subscribe(
     let _ = rustls::crypto::ring::default_provider().install_default();
     let mqtt = MqttConfig {
         url: broker.broker.clone(),
-        ca: broker.ca.clone(),
-        username: broker.username.clone(),
-        password_file: broker.password_file.clone(),
+        ca: broker.access.ca.clone(),
+        username: broker.access.username.clone(),
+        password_file: broker.access.password_file.clone(),
         ..MqttConfig::default()
     };
     let client_id = format!("platecam-cli-{}", std::process::id());
@@ -142,7 +149,10 @@ pub fn logs(
     if severity(level) == LEVELS.len() {
         anyhow::bail!("--level {level:?}: use one of error, warn, info, debug, trace");
     }
-    let topic = format!("{}/{device}/logs", broker.prefix.trim_end_matches('/'));
+    let topic = format!(
+        "{}/{device}/logs",
+        broker.access.prefix.trim_end_matches('/')
+    );
     runtime()?.block_on(async {
         let mut rx = subscribe(broker, &[topic]).await?;
         loop {
@@ -242,7 +252,7 @@ struct Unit {
 
 /// Lists the units that have a retained status or health under the prefix.
 pub fn fleet(broker: &BrokerArgs, json: bool, wait: Duration) -> anyhow::Result<u8> {
-    let prefix = broker.prefix.trim_end_matches('/');
+    let prefix = broker.access.prefix.trim_end_matches('/');
     let filters = [format!("{prefix}/+/status"), format!("{prefix}/+/health")];
     let units = runtime()?.block_on(async {
         let mut rx = subscribe(broker, &filters).await?;

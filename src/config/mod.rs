@@ -333,13 +333,22 @@ impl WebConfig {
     }
 }
 
-// --- [privacy]: signed reads, hotlists, modes (privacy-wire) ---
-
-#[derive(Debug, Clone, Deserialize, Serialize, Default)]
+/// `[privacy]`: what the unit keeps, for how long, and what leaves it (docs/privacy.md).
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PrivacyConfig {
     /// What leaves the unit and reaches its disk; see docs/privacy.md, "Modes".
     pub mode: PrivacyMode,
+    /// The outbox master key (32 bytes, raw or hex, mode 0600); else the systemd credential
+    /// `platecam-master`, else `<storage.dir>/master.key` made on first start.
+    pub master_key_file: Option<PathBuf>,
+    /// Reads and crops older than this are destroyed, sent or not; `None` ("off") keeps them
+    /// until delivered or evicted.
+    #[serde(with = "units::duration_or_off")]
+    pub max_age: Option<Duration>,
+    /// Each period gets its own data key, destroyed once the period is older than `max_age`.
+    #[serde(with = "units::duration")]
+    pub key_period: Duration,
     /// The unit's ed25519 signing seed (32 bytes, 0600). Default: the systemd credential
     /// `platecam-signing`, else `<storage.dir>/signing.key` made on first start.
     pub signing_key_file: Option<PathBuf>,
@@ -348,6 +357,20 @@ pub struct PrivacyConfig {
     pub site_key_file: Option<PathBuf>,
     /// Hotlist: one `plate, reason, expiry` per line.
     pub hotlist: Option<PathBuf>,
+}
+
+impl Default for PrivacyConfig {
+    fn default() -> Self {
+        PrivacyConfig {
+            mode: PrivacyMode::All,
+            master_key_file: None,
+            max_age: Some(Duration::from_secs(72 * 3600)),
+            key_period: Duration::from_secs(3600),
+            signing_key_file: None,
+            site_key_file: None,
+            hotlist: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
@@ -371,8 +394,6 @@ impl PrivacyMode {
         }
     }
 }
-
-// --- end [privacy] (privacy-wire) ---
 
 impl Config {
     /// The device id: configured, else one that differs per unit even when every unit was

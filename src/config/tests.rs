@@ -669,3 +669,18 @@ fn speed_keys_load_and_bad_values_are_reported() {
     let auto = RecognitionConfig::default().worker_threads();
     assert!((1..=2).contains(&auto), "{auto}");
 }
+
+#[test]
+fn privacy_retention_can_be_off_only_when_written_and_not_shorter_than_a_key_period() {
+    let off =
+        load_str("[privacy]\nmax_age = \"off\"\n", "t.toml").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(off.privacy.max_age, None);
+    assert_eq!(
+        Config::default().privacy.max_age,
+        Some(Duration::from_secs(72 * 3600))
+    );
+    let ps = problems("[privacy]\nmax_age = \"10m\"\nkey_period = \"1h\"\n");
+    assert_eq!(keys_lines(&ps), vec![("privacy.max_age", Some(2))]);
+    let ps = problems("[privacy]\nmax_age = 72\n");
+    assert_eq!(ps[0].key, "privacy.max_age", "{ps:?}");
+}

@@ -24,7 +24,7 @@ pub mod duration {
         d.deserialize_any(DurationVisitor)
     }
 
-    struct DurationVisitor;
+    pub(super) struct DurationVisitor;
 
     impl Visitor<'_> for DurationVisitor {
         type Value = Duration;
@@ -59,6 +59,39 @@ pub mod duration {
             Err(E::custom(format_args!(
                 "a duration needs a unit: write \"{v}s\", not {v}"
             )))
+        }
+    }
+}
+
+/// `#[serde(with = "units::duration_or_off")]` for `Option<Duration>`: a duration, or `"off"`.
+pub mod duration_or_off {
+    use super::*;
+
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => duration::serialize(d, s),
+            None => s.serialize_str("off"),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        d.deserialize_any(OffVisitor)
+    }
+
+    struct OffVisitor;
+
+    impl Visitor<'_> for OffVisitor {
+        type Value = Option<Duration>;
+
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a duration with a unit, like \"72h\" or \"21d\", or \"off\"")
+        }
+
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<Option<Duration>, E> {
+            if v.trim() == "off" {
+                return Ok(None);
+            }
+            duration::DurationVisitor.visit_str(v).map(Some)
         }
     }
 }

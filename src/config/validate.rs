@@ -254,6 +254,22 @@ pub(super) fn static_checks(c: &Config, lines: &KeyLines) -> Vec<Problem> {
         bad("storage.max_bytes", "must be at least 1 MiB".into());
     }
 
+    // privacy (at rest)
+    if c.privacy.key_period < Duration::from_secs(1) {
+        bad("privacy.key_period", "must be at least 1s".into());
+    }
+    if let Some(max_age) = c.privacy.max_age {
+        if max_age < c.privacy.key_period {
+            bad(
+                "privacy.max_age",
+                format!(
+                    "is shorter than privacy.key_period ({}): a period's key would outlive its reads",
+                    humantime::format_duration(c.privacy.key_period)
+                ),
+            );
+        }
+    }
+
     // recognition
     if let Some(r) = &c.recognition {
         for (name, model) in [("detector", &r.detector), ("ocr", &r.ocr)] {

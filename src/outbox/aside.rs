@@ -25,6 +25,8 @@ pub struct RecoverReport {
     pub unreadable: Vec<(Option<u64>, String)>,
     /// Where the moved-aside directory went once read.
     pub renamed_to: Option<PathBuf>,
+    /// Reads not copied because they are older than `privacy.max_age`.
+    pub expired: u64,
 }
 
 /// Moves `dir` to a fresh `outbox.corrupt-<secs>` under `parent`; returns where it went.
@@ -164,7 +166,15 @@ fn read_into(outbox: &Outbox, work: &Path) -> Result<RecoverReport, OutboxError>
             }
         };
         let old_seq = super::be_u64(&key);
-        match Record::decode(&value) {
+        let decoded = match value.first() {
+            Some(&super::record::V1) => Record::decode_v1(&value),
+            _ => super::record::key_id(&value)
+                .ok_or_else(|| "record too short to name its data key".to_string())
+                .and_then(|id| outbox.keyring.unwrap_from(&h.keys, &id))
+                .and_then(|key| Record::open(&value, old_seq, key.opener())),
+        };
+        match decoded {
+            Ok(rec) if outbox.is_expired(rec.stored_at) => report.expired += 1,
             Ok(rec) => report.recovered.push(outbox.store(rec)?.seq),
             Err(reason) => report.unreadable.push((Some(old_seq), reason)),
         }

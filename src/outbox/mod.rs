@@ -25,21 +25,29 @@
 
 mod aside;
 mod durable;
-pub(crate) mod record;
+mod keyring;
+mod migrate;
+mod record;
+mod retention_clock;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, RwLock, RwLockReadGuard};
-use std::time::{Duration, SystemTime};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sha2::{Digest, Sha256};
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 use sled::Transactional;
 
-use crate::config::{EvictionPolicy, StorageConfig};
+use crate::config::{EvictionPolicy, PrivacyConfig, StorageConfig};
+use crate::privacy::audit;
+use crate::privacy::crypto::{self, DataKey, KeyId};
+use crate::privacy::keys::{self, KeyError, KeySource};
 use crate::wire::{CropInfo, ReadMessage};
 use durable::{sync_dir_tree, SyncMark};
+use keyring::Keyring;
+use retention_clock::RetentionClock;
 
 pub use aside::{RecoverReport, KEEP_ASIDE};
 pub use record::{Record, RECORD_VERSION};
@@ -64,6 +72,7 @@ const COUNT: &[u8] = b"count";
 const PAYLOAD: &[u8] = b"payload_bytes";
 const EVICTIONS: &[u8] = b"evictions";
 const QUARANTINED: &[u8] = b"quarantined";
+const EXPIRED: &[u8] = b"expired";
 
 /// Syncs tried for one record before its append fails (a reopen between tries).
 const SYNC_ATTEMPTS: u32 = 3;
@@ -98,6 +107,14 @@ pub enum OutboxError {
     Locked { dir: PathBuf },
     #[error("outbox {dir}: no outbox here")]
     Missing { dir: PathBuf },
+    #[error(
+        "outbox {dir}: the master key does not open this outbox's data keys ({reason}); nothing was changed: restore the master key it was sealed with \
+         (privacy.master_key_file, the systemd credential platecam-master, or \
+         <storage.dir>/master.key)"
+    )]
+    MasterKey { dir: PathBuf, reason: String },
+    #[error("outbox {dir}: {source}")]
+    Key { dir: PathBuf, source: Box<KeyError> },
     #[error("outbox {dir}: read of {bytes} bytes is larger than the whole quota ({quota} bytes)")]
     TooLarge {
         dir: PathBuf,
@@ -117,6 +134,8 @@ impl OutboxError {
             | OutboxError::OpenPanicked { .. }
             | OutboxError::OpenAborted { .. } => true,
             OutboxError::Io { .. }
+            | OutboxError::MasterKey { .. }
+            | OutboxError::Key { .. }
             | OutboxError::Locked { .. }
             | OutboxError::Missing { .. }
             | OutboxError::TooLarge { .. } => false,
@@ -146,6 +165,9 @@ pub struct OutboxStats {
     pub evictions: u64,
     /// Records set aside because they did not decode, since the outbox was created.
     pub quarantined: u64,
+    /// Reads destroyed because they were older than `privacy.max_age`, since the outbox was
+    /// created.
+    pub expired: u64,
     pub oldest_stored_at: Option<SystemTime>,
     pub next_seq: u64,
 }
@@ -167,6 +189,16 @@ struct Handles {
     reads: sled::Tree,
     meta: sled::Tree,
     quarantine: sled::Tree,
+    /// Data keys, wrapped by the master key, under their id.
+    keys: sled::Tree,
+}
+
+/// What one retention pass destroyed.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Expired {
+    pub reads: u64,
+    pub quarantined: u64,
+    pub keys: u64,
 }
 
 pub struct Outbox {
@@ -186,20 +218,51 @@ pub struct Outbox {
     generation: AtomicU64,
     /// When the last sync started: files not modified since are not synced again.
     last_sync: Mutex<Option<SyncMark>>,
+    keyring: Keyring,
+    max_age: Option<Duration>,
+    /// The wall clock as retention reads it (steps of the clock).
+    retention_clock: RetentionClock,
 }
 
 impl Outbox {
     /// Opens (or creates) the daemon's outbox under `cfg.dir`. A database that is damaged is moved
     /// aside and a fresh one started: the unit keeps reading plates, and the old files stay for
     /// `platecam outbox recover`. A database locked by another process is an error, untouched.
+    /// With the default `[privacy]` settings (see `open_with`).
     pub fn open(cfg: &StorageConfig) -> Result<(Outbox, OpenOutcome), OutboxError> {
+        Self::open_with(cfg, &PrivacyConfig::default())
+    }
+
+    /// Opens the outbox sealed under the master key `privacy` names (see `privacy::keys`). An
+    /// outbox of record format 1 (clear text) is re-sealed into a fresh database first. A master
+    /// key that does not open the outbox's data keys is an error: nothing is moved or deleted.
+    pub fn open_with(
+        cfg: &StorageConfig,
+        privacy: &PrivacyConfig,
+    ) -> Result<(Outbox, OpenOutcome), OutboxError> {
         let dir = cfg.dir.join("outbox");
         let io_err = |source| OutboxError::Io {
             dir: dir.clone(),
             source,
         };
         std::fs::create_dir_all(&cfg.dir).map_err(io_err)?;
-        let (outbox, outcome) = match Self::open_guarded(&dir, cfg) {
+        let sealed = Sealing::load(&dir, cfg, privacy)?;
+        migrate::finish_interrupted(&cfg.dir, &dir).map_err(io_err)?;
+        let opened = if marker_version(&dir) == Some(record::V1) {
+            let migrated = migrate::v1(&dir, cfg, &sealed);
+            if migrated.is_err() {
+                // Back to the old database as it was: a damaged one is moved aside below, and
+                // `platecam outbox recover` reads format 1 records too.
+                migrate::finish_interrupted(&cfg.dir, &dir).map_err(io_err)?;
+            }
+            migrated.and_then(|_| Self::open_guarded(&dir, cfg, &sealed))
+        } else {
+            Self::open_guarded(&dir, cfg, &sealed)
+        };
+        if let Err(OutboxError::MasterKey { .. }) = &opened {
+            sealed.forget_created();
+        }
+        let (outbox, outcome) = match opened {
             Ok(outbox) => (outbox, OpenOutcome::Opened),
             Err(first) if first.is_corruption() => {
                 let aside = aside::move_aside(&cfg.dir, &dir).map_err(io_err)?;
@@ -207,8 +270,12 @@ impl Outbox {
                     dir = %dir.display(), moved_to = %aside.display(), error = %first,
                     "outbox database is unreadable: moving it aside and starting a fresh one"
                 );
-                let outbox = Self::open_guarded(&dir, cfg)?;
+                let outbox = Self::open_guarded(&dir, cfg, &sealed)?;
                 let reason = first.to_string();
+                audit::record(
+                    "outbox_moved_aside",
+                    serde_json::json!({ "to": aside.display().to_string(), "reason": reason }),
+                );
                 (outbox, OpenOutcome::MovedAside { to: aside, reason })
             }
             Err(e) => return Err(e),
@@ -220,20 +287,28 @@ impl Outbox {
 
     /// Opens an existing outbox to look into it (`platecam outbox stats|list`): never creates,
     /// migrates or moves anything, and says so when the daemon holds it.
-    pub fn inspect(cfg: &StorageConfig) -> Result<Outbox, OutboxError> {
+    pub fn inspect_with(
+        cfg: &StorageConfig,
+        privacy: &PrivacyConfig,
+    ) -> Result<Outbox, OutboxError> {
         let dir = cfg.dir.join("outbox");
         if !dir.join("db").exists() {
             return Err(OutboxError::Missing { dir });
         }
         check_marker(&dir)?;
+        let sealed = Sealing::existing(&dir, cfg, privacy)?;
         let handles = open_handles(&dir)?;
-        Self::with_handles(&dir, cfg, handles, false)
+        Self::with_handles(&dir, cfg, handles, false, &sealed)
     }
 
     /// Opens with the `OPENING` marker around sled's open (see `OPENING`).
-    fn open_guarded(dir: &Path, cfg: &StorageConfig) -> Result<Outbox, OutboxError> {
+    fn open_guarded(
+        dir: &Path,
+        cfg: &StorageConfig,
+        sealed: &Sealing,
+    ) -> Result<Outbox, OutboxError> {
         let handles = open_marked(dir)?;
-        Self::with_handles(dir, cfg, handles, true)
+        Self::with_handles(dir, cfg, handles, true, sealed)
     }
 
     fn with_handles(
@@ -241,11 +316,24 @@ impl Outbox {
         cfg: &StorageConfig,
         h: Handles,
         writable: bool,
+        sealed: &Sealing,
     ) -> Result<Outbox, OutboxError> {
         let db_err = |source| OutboxError::Db {
             dir: dir.to_path_buf(),
             source,
         };
+        let keyring = Keyring::new(&sealed.master, sealed.key_period).map_err(|e| {
+            OutboxError::MasterKey {
+                dir: dir.to_path_buf(),
+                reason: format!("{}: {e}", sealed.describe()),
+            }
+        })?;
+        keyring
+            .check_master(&h.keys)
+            .map_err(|reason| OutboxError::MasterKey {
+                dir: dir.to_path_buf(),
+                reason: format!("{}: {reason}", sealed.describe()),
+            })?;
         if writable && h.meta.get(COUNT).map_err(db_err)?.is_none() {
             // An outbox written before the counters were kept: count once.
             migrate_counters(&h).map_err(|e| tx_err(dir, 0, e))?;
@@ -261,6 +349,9 @@ impl Outbox {
             append_lock: Mutex::new(()),
             last_sync: Mutex::new(None),
             generation: AtomicU64::new(0),
+            keyring,
+            max_age: sealed.max_age,
+            retention_clock: RetentionClock::default(),
         };
         if writable {
             // Files written since the last start may not have been synced by the process that
@@ -305,9 +396,8 @@ impl Outbox {
         // The seq goes into the encoded JSON, so encode inside the transaction once it is known;
         // the size does not depend on it by more than a few bytes, so estimate with seq 0 first.
         let estimate = rec
-            .encode()
-            .map_err(|reason| self.record_err(0, reason))?
-            .len() as u64
+            .sealed_len()
+            .map_err(|reason| self.record_err(0, reason))? as u64
             + 16;
         let generation = self.generation.load(Ordering::Acquire);
         let seq = match self
@@ -337,6 +427,7 @@ impl Outbox {
 
     /// Inserts `rec` under `seq` (or the next seq) with its counters, in one transaction.
     fn insert(&self, rec: &Record, seq: Option<u64>) -> Result<u64, OutboxError> {
+        let key = self.sealing_key()?;
         let h = self.handles()?;
         let result = (&h.reads, &h.meta).transaction(|(reads, meta)| {
             let seq = match seq {
@@ -345,7 +436,9 @@ impl Outbox {
             };
             let mut rec = rec.clone();
             rec.message.seq = seq;
-            let bytes = rec.encode().map_err(ConflictableTransactionError::Abort)?;
+            let bytes = rec
+                .seal(seq, &key)
+                .map_err(ConflictableTransactionError::Abort)?;
             let len = bytes.len() as u64;
             if let Some(old) = reads.insert(&seq.to_be_bytes(), bytes)? {
                 add(meta, PAYLOAD, -(old.len() as i64))?;
@@ -454,7 +547,7 @@ impl Outbox {
             let h = self.handles()?;
             for item in h.reads.range(start.to_be_bytes()..end.to_be_bytes()) {
                 let (key, value) = item.map_err(|e| self.db_err(e))?;
-                match self.decode(&key, &value) {
+                match self.decode(&h.keys, &key, &value) {
                     Ok(read) => out.push(read),
                     Err(e) => bad.push((be_u64(&key), e)),
                 }
@@ -494,6 +587,7 @@ impl Outbox {
                     q.insert(&key, old)?;
                     add(meta, QUARANTINED, 1)?;
                 }
+                Take::Expired => add(meta, EXPIRED, 1)?,
                 Take::Delivered | Take::Failed => {}
             }
             Ok(true)
@@ -511,14 +605,14 @@ impl Outbox {
             .first()
             .ok()
             .flatten()
-            .and_then(|(k, v)| self.decode(&k, &v).ok())
-            .map(|r| r.stored_at);
+            .and_then(|(_, v)| record::stored_at(&v));
         OutboxStats {
             count: counter(&h.meta, COUNT),
             payload_bytes: counter(&h.meta, PAYLOAD),
             bytes_on_disk: h.db.size_on_disk().unwrap_or(0),
             evictions: counter(&h.meta, EVICTIONS),
             quarantined: counter(&h.meta, QUARANTINED),
+            expired: counter(&h.meta, EXPIRED),
             oldest_stored_at,
             next_seq: counter(&h.meta, NEXT_SEQ),
         }
@@ -671,13 +765,14 @@ impl Outbox {
 
     /// Strips the crop of record `seq`, reading and rewriting it in one transaction.
     fn strip_crop(&self, seq: u64) -> Result<Strip, OutboxError> {
+        let sealing = self.sealing_key()?;
         let h = self.handles()?;
         let key = seq.to_be_bytes();
         let result = (&h.reads, &h.meta).transaction(|(reads, meta)| {
             let Some(value) = reads.get(key)? else {
                 return Ok(Strip::Gone);
             };
-            let Ok(mut record) = Record::decode(&value) else {
+            let Ok(mut record) = self.open_record(&h.keys, seq, &value) else {
                 return Ok(Strip::Undecodable);
             };
             if record.crop.is_none() {
@@ -686,7 +781,7 @@ impl Outbox {
             record.crop = None;
             record.message.crop = None;
             let bytes = record
-                .encode()
+                .seal(seq, &sealing)
                 .map_err(ConflictableTransactionError::Abort)?;
             add(meta, PAYLOAD, bytes.len() as i64 - value.len() as i64)?;
             reads.insert(&key, bytes)?;
@@ -764,15 +859,158 @@ impl Outbox {
         ))
     }
 
-    fn decode(&self, key: &[u8], value: &[u8]) -> Result<StoredRead, OutboxError> {
+    fn decode(
+        &self,
+        keys: &sled::Tree,
+        key: &[u8],
+        value: &[u8],
+    ) -> Result<StoredRead, OutboxError> {
         let seq = be_u64(key);
-        let r = Record::decode(value).map_err(|reason| self.record_err(seq, reason))?;
+        let r = self
+            .open_record(keys, seq, value)
+            .map_err(|reason| self.record_err(seq, reason))?;
         Ok(StoredRead {
             seq,
             message: r.message,
             crop: r.crop,
             stored_at: r.stored_at,
         })
+    }
+
+    /// Opens a sealed record with the data key it names.
+    fn open_record(&self, keys: &sled::Tree, seq: u64, value: &[u8]) -> Result<Record, String> {
+        let id = record::key_id(value).ok_or("record too short to name its data key")?;
+        let key = self.keyring.opening(keys, &id)?;
+        Record::open(value, seq, key.opener())
+    }
+
+    /// The data key to seal with: this process's key for the current period, made (wrapped by
+    /// the master key, stored and synced before anything is sealed with it) when the period
+    /// starts or the process first seals. Callers hold `append_lock` (or are alone: migration).
+    fn sealing_key(&self) -> Result<Arc<DataKey>, OutboxError> {
+        let now = SystemTime::now();
+        if let Some(key) = self.keyring.current(now) {
+            return Ok(key);
+        }
+        let crypto_err = |e: crypto::CryptoError| self.record_err(0, format!("data key: {e}"));
+        let (key, wrapped) = loop {
+            let (key, wrapped) = self.keyring.make(now).map_err(crypto_err)?;
+            // Ids are random within a period: one already stored is not reused.
+            let taken = self
+                .handles()?
+                .keys
+                .contains_key(key.id())
+                .map_err(|e| self.db_err(e))?;
+            if !taken {
+                break (key, wrapped);
+            }
+        };
+        self.handles()?
+            .keys
+            .insert(key.id(), wrapped.as_slice())
+            .map_err(|e| self.db_err(e))?;
+        self.sync()?;
+        let period = key.period();
+        let id = hex::encode(key.id());
+        let key = self.keyring.install(key, &wrapped).map_err(crypto_err)?;
+        tracing::info!(period, key = %id, "outbox data key made for a new key period");
+        audit::record(
+            "key_created",
+            serde_json::json!({ "period": period, "key": id }),
+        );
+        Ok(key)
+    }
+
+    /// Retention (`privacy.max_age`): deletes the reads stored longer ago than that (sent or
+    /// not) and quarantined records as old, and destroys the data keys of periods that ended
+    /// longer ago, so what sled still keeps of them in old pages can no longer be read. Logged
+    /// and counted (`expired`); the key destructions are in the audit log.
+    ///
+    /// Reads are taken oldest seq first and the pass stops at the first one still young: seq
+    /// order is storage order, except for reads recovered from a moved-aside outbox (stored
+    /// after newer ones: they go when those before them do, and their key is the current one).
+    pub fn expire(&self, now: SystemTime) -> Result<Expired, OutboxError> {
+        let Some(max_age) = self.max_age else {
+            return Ok(Expired::default());
+        };
+        let Some(now) = self.retention_clock.now(now, std::time::Instant::now()) else {
+            tracing::debug!("retention waits for the wall clock to be set");
+            return Ok(Expired::default());
+        };
+        let stored =
+            |value: &[u8]| record::stored_at(value).map(|at| self.retention_clock.stored(at));
+        let cutoff = now.checked_sub(max_age).unwrap_or(UNIX_EPOCH);
+        let _guard = self.append_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let mut out = Expired::default();
+        loop {
+            let first = self.handles()?.reads.first().map_err(|e| self.db_err(e))?;
+            let Some((key, value)) = first else {
+                break;
+            };
+            if stored(&value).is_some_and(|at| at > cutoff) {
+                break;
+            }
+            if self.take(be_u64(&key), Take::Expired)? {
+                out.reads += 1;
+            }
+        }
+        let h = self.handles()?;
+        for item in h.quarantine.iter() {
+            let (key, value) = item.map_err(|e| self.db_err(e))?;
+            if stored(&value).is_none_or(|at| at <= cutoff) {
+                h.quarantine.remove(key).map_err(|e| self.db_err(e))?;
+                out.quarantined += 1;
+            }
+        }
+        let current = self.keyring.current(now).map(|k| *k.id());
+        for item in h.keys.iter() {
+            let (id, _) = item.map_err(|e| self.db_err(e))?;
+            let Ok(id) = KeyId::try_from(id.as_ref()) else {
+                continue;
+            };
+            let period = crypto::period_of(&id);
+            // A key made before the clock was set sealed reads that count from when it was.
+            let expires = self.keyring.expires_at(period, max_age);
+            let expires = expires.checked_sub(max_age).map_or(expires, |end| {
+                expires.max(self.retention_clock.stored(end) + max_age)
+            });
+            if Some(id) != current && expires <= now {
+                h.keys.remove(id).map_err(|e| self.db_err(e))?;
+                self.keyring.forget(&id);
+                out.keys += 1;
+            }
+        }
+        drop(h);
+        if out != Expired::default() {
+            self.sync()?;
+            tracing::info!(
+                reads = out.reads,
+                quarantined = out.quarantined,
+                keys_destroyed = out.keys,
+                max_age = %humantime::format_duration(max_age),
+                "retention: destroyed what is older than privacy.max_age"
+            );
+            audit::record(
+                "expired",
+                serde_json::json!({
+                    "reads": out.reads,
+                    "quarantined": out.quarantined,
+                    "keys_destroyed": out.keys,
+                }),
+            );
+        }
+        Ok(out)
+    }
+
+    /// Whether a read stored at `at` is older than `privacy.max_age`.
+    fn is_expired(&self, at: SystemTime) -> bool {
+        let now = self
+            .retention_clock
+            .now(SystemTime::now(), std::time::Instant::now());
+        self.max_age
+            .zip(now)
+            .and_then(|(max_age, now)| now.checked_sub(max_age))
+            .is_some_and(|cutoff| self.retention_clock.stored(at) <= cutoff)
     }
 
     fn record_err(&self, seq: u64, reason: String) -> OutboxError {
@@ -797,6 +1035,8 @@ enum Take {
     Delivered,
     Evicted,
     Quarantine,
+    /// Older than `privacy.max_age`.
+    Expired,
     /// Its sync failed: it was never accepted.
     Failed,
 }
@@ -885,11 +1125,13 @@ fn open_handles(dir: &Path) -> Result<Handles, OutboxError> {
     let reads = db.open_tree("reads").map_err(db_err)?;
     let meta = db.open_tree("meta").map_err(db_err)?;
     let quarantine = db.open_tree("quarantine").map_err(db_err)?;
+    let keys = db.open_tree("keys").map_err(db_err)?;
     Ok(Handles {
         db,
         reads,
         meta,
         quarantine,
+        keys,
     })
 }
 
@@ -916,6 +1158,80 @@ fn write_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         Some(parent) => File::open(parent)?.sync_all(),
         None => Ok(()),
     }
+}
+
+/// The master key and the `[privacy]` settings an outbox is opened with.
+pub(crate) struct Sealing {
+    master: keys::Secret,
+    source: KeySource,
+    key_period: Duration,
+    max_age: Option<Duration>,
+}
+
+impl Sealing {
+    /// Loads (or, first start, makes) the master key.
+    fn load(
+        dir: &Path,
+        cfg: &StorageConfig,
+        privacy: &PrivacyConfig,
+    ) -> Result<Sealing, OutboxError> {
+        let (master, source) = keys::load_or_create(
+            "master",
+            privacy.master_key_file.as_deref(),
+            &cfg.dir,
+            crypto::KEY_LEN,
+        )
+        .map_err(|source| OutboxError::Key {
+            dir: dir.to_path_buf(),
+            source: Box::new(source),
+        })?;
+        Ok(Sealing {
+            master,
+            source,
+            key_period: privacy.key_period,
+            max_age: privacy.max_age,
+        })
+    }
+
+    /// For looking into an outbox: the key must exist already (nothing is made).
+    fn existing(
+        dir: &Path,
+        cfg: &StorageConfig,
+        privacy: &PrivacyConfig,
+    ) -> Result<Sealing, OutboxError> {
+        let sealing = Self::load(dir, cfg, privacy)?;
+        if let KeySource::Created(_) = sealing.source {
+            sealing.forget_created();
+            return Err(OutboxError::MasterKey {
+                dir: dir.to_path_buf(),
+                reason: "no master key found".into(),
+            });
+        }
+        Ok(sealing)
+    }
+
+    /// A master key made by this open that does not fit the outbox is taken back, so the unit
+    /// stays as it was until the right key is restored.
+    fn forget_created(&self) {
+        if let KeySource::Created(path) = &self.source {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+
+    fn describe(&self) -> String {
+        match &self.source {
+            KeySource::Configured(p) => format!("privacy.master_key_file {}", p.display()),
+            KeySource::Credential(p) => format!("systemd credential {}", p.display()),
+            KeySource::Kept(p) => format!("{}", p.display()),
+            KeySource::Created(p) => format!("none found; a new one was made at {}", p.display()),
+        }
+    }
+}
+
+/// The record format the outbox's marker names, if it has a readable one.
+fn marker_version(dir: &Path) -> Option<u8> {
+    let text = std::fs::read_to_string(dir.join(MARKER)).ok()?;
+    text.trim().rsplit(' ').next()?.parse().ok()
 }
 
 /// A non-empty outbox directory must carry our marker, with a record format this build reads.

@@ -180,6 +180,15 @@ pub fn hotlist_loaded(path: &Path, list: &Hotlist) {
         sha256 = %list.sha256,
         "hotlist loaded"
     );
+    super::audit::record(
+        "hotlist_loaded",
+        serde_json::json!({
+            "path": path.display().to_string(),
+            "entries": list.len(),
+            "skipped": list.skipped.len(),
+            "sha256": list.sha256.to_string(),
+        }),
+    );
 }
 
 /// The hotlist in force, shared by the recognize threads and the reloader.

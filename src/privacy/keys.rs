@@ -166,6 +166,10 @@ fn create(name: &str, path: &Path, len: usize) -> Result<Secret, KeyError> {
         .and_then(|d| d.sync_all())
         .map_err(create_err)?;
     tracing::info!(key = name, path = %path.display(), "made a new key and kept it");
+    super::audit::record(
+        "key_created",
+        serde_json::json!({ "key": name, "path": path.display().to_string() }),
+    );
     Ok(key)
 }
 

@@ -82,6 +82,14 @@ fn policy_in_force(mode: PrivacyMode, signing: &KeySource, signer: &Signer) {
         public_key = %signer.public_key_hex(),
         "privacy policy in force"
     );
+    super::audit::record(
+        "privacy_mode",
+        serde_json::json!({
+            "mode": mode.as_str(),
+            "signing_key": format!("{signing:?}"),
+            "public_key": signer.public_key_hex(),
+        }),
+    );
 }
 
 /// Decides, per read, what of it may be kept and sent.
@@ -235,13 +243,19 @@ pub struct StorePolicy {
     pub key_period: Option<String>,
 }
 
-/// The privacy-store settings (encryption at rest, `[privacy] max_age`, `key_period`).
-/// MERGE: the single place where the lead states them from the privacy-store helper's config.
-fn store_policy(_cfg: &Config) -> StorePolicy {
+/// Encryption at rest and retention (`[privacy] master_key_file`, `max_age`, `key_period`).
+fn store_policy(cfg: &Config) -> StorePolicy {
+    let p = &cfg.privacy;
+    let dir = &cfg.storage.dir;
+    let human = |d: std::time::Duration| humantime::format_duration(d).to_string();
     StorePolicy {
-        encryption: "none: records are stored in clear on the unit's disk".into(),
-        max_age: None,
-        key_period: None,
+        encryption: format!(
+            "every read and crop sealed with ChaCha20-Poly1305 under a data key per period, \
+             the data keys wrapped by the master key ({}); an expired period's key is destroyed",
+            key_origin("master", p.master_key_file.as_deref(), dir)
+        ),
+        max_age: p.max_age.map(human),
+        key_period: Some(human(p.key_period)),
     }
 }
 
@@ -332,6 +346,12 @@ impl Statement {
             topic("identity", "the unit's public signing key", 1, true),
             topic("status", "online/offline", 1, true),
             topic("health", "counters, no plates", 0, true),
+            topic(
+                "audit",
+                "the audit log's entries (policy events, counts; no plates)",
+                1,
+                false,
+            ),
         ];
         if p.mode == PrivacyMode::HotlistOnly {
             topics.push(topic("counts", "reads per hour, no plates", 1, true));

@@ -99,6 +99,7 @@ impl HealthSampler {
             reads_lost: metrics.reads_lost.load(Ordering::Relaxed),
             session_takeovers: metrics.session_takeovers.load(Ordering::Relaxed),
             frames_gated: metrics.frames_gated.load(Ordering::Relaxed),
+            reads_expired: stats.expired,
         }
     }
 }

@@ -96,6 +96,8 @@ pub struct Topics {
     pub identity: String,
     pub alerts: String,
     pub counts: String,
+    /// The audit log's entries as they are made (`privacy::audit`).
+    pub audit: String,
     /// `<prefix>/<device>/crops/`; a crop goes to this plus the read id.
     crops_base: String,
 }
@@ -137,6 +139,7 @@ impl Topics {
             identity: format!("{base}identity"),
             alerts: format!("{base}alerts"),
             counts: format!("{base}counts"),
+            audit: format!("{base}audit"),
             crops_base: format!("{base}crops/"),
         })
     }

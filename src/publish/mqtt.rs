@@ -122,6 +122,7 @@ pub async fn run_with(
         health_tick,
         logs,
         privacy,
+        audit: crate::privacy::audit::subscribe(),
     };
     let mut backoff = Backoff::new(publisher.settings.mqtt.reconnect_max);
     let mut takeovers = Takeovers::default();
@@ -257,6 +258,8 @@ struct Publisher {
     /// Log events to forward on `logs` (QoS 0): only while connected; the queue drops the excess.
     logs: Option<mpsc::Receiver<Vec<u8>>>,
     privacy: PrivacyLinks,
+    /// Audit log entries to publish on `audit` (QoS 1).
+    audit: Option<mpsc::Receiver<Vec<u8>>>,
 }
 
 /// The next hotlist hit; never resolves when there is no queue.
@@ -368,6 +371,14 @@ impl Publisher {
                 alert = next_alert(&mut self.privacy.alerts), if connected => match alert {
                     Some(read) => self.hand_alert(&conn, read)?,
                     None => self.privacy.alerts = None,
+                },
+                entry = next_log(&mut self.audit), if connected => match entry {
+                    Some(payload) => {
+                        if self.hand_control(&conn, &self.topics.audit.clone(), QoS::AtLeastOnce, false, payload).is_err() {
+                            warn!("request queue full; audit entry not published (it is in the unit's audit log)");
+                        }
+                    }
+                    None => self.audit = None,
                 },
             }
             if connected

@@ -208,6 +208,17 @@ impl Daemon {
         None
     }
 
+    /// Waits up to `limit` for the daemon to exit, and asserts it exited 0 (its log otherwise).
+    pub fn assert_exits_0(&mut self, limit: Duration) {
+        let status = self.wait_exit(limit);
+        assert_eq!(
+            status.and_then(|s| s.code()),
+            Some(0),
+            "{:#?}",
+            self.lines()
+        );
+    }
+
     pub fn kill9(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();

@@ -46,3 +46,12 @@ pub fn fake_crop(n: u64, len: usize) -> Vec<u8> {
     v.extend((0..len.saturating_sub(2)).map(|i| (i as u64 ^ n.wrapping_mul(2654435761)) as u8));
     v
 }
+
+/// A plate as the scoring compares it: upper case, letters and digits only.
+pub fn normalise(plate: &str) -> String {
+    plate
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .map(|c| c.to_ascii_uppercase())
+        .collect()
+}
