@@ -17,6 +17,10 @@ pub mod telemetry;
 pub mod web;
 pub mod wire;
 
+// Stable-Rust mutation fuzzing of everything parsed from outside (issue 13).
+#[cfg(test)]
+mod fuzz;
+
 /// Exit code for bad configuration or unusable model files (sysexits `EX_CONFIG`).
 /// systemd's `RestartPreventExitStatus=78` stops a restart loop on it.
 pub const EXIT_CONFIG: i32 = 78;

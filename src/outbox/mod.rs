@@ -24,9 +24,11 @@
 //! daemon) is never touched.
 
 mod aside;
+mod durable;
 mod keyring;
 mod migrate;
 mod record;
+mod retention_clock;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -43,7 +45,9 @@ use crate::privacy::audit;
 use crate::privacy::crypto::{self, DataKey, KeyId};
 use crate::privacy::keys::{self, KeyError, KeySource};
 use crate::wire::{CropInfo, ReadMessage};
+use durable::{sync_dir_tree, SyncMark};
 use keyring::Keyring;
+use retention_clock::RetentionClock;
 
 pub use aside::{RecoverReport, KEEP_ASIDE};
 pub use record::{Record, RECORD_VERSION};
@@ -72,8 +76,6 @@ const EXPIRED: &[u8] = b"expired";
 
 /// Syncs tried for one record before its append fails (a reopen between tries).
 const SYNC_ATTEMPTS: u32 = 3;
-/// See `Outbox::sync`.
-const SYNC_MARGIN: Duration = Duration::from_secs(2);
 
 #[derive(Debug, thiserror::Error)]
 pub enum OutboxError {
@@ -215,9 +217,11 @@ pub struct Outbox {
     /// Times the database was reopened (see `commit`).
     generation: AtomicU64,
     /// When the last sync started: files not modified since are not synced again.
-    last_sync: Mutex<Option<SystemTime>>,
+    last_sync: Mutex<Option<SyncMark>>,
     keyring: Keyring,
     max_age: Option<Duration>,
+    /// The wall clock as retention reads it (steps of the clock).
+    retention_clock: RetentionClock,
 }
 
 impl Outbox {
@@ -347,6 +351,7 @@ impl Outbox {
             generation: AtomicU64::new(0),
             keyring,
             max_age: sealed.max_age,
+            retention_clock: RetentionClock::default(),
         };
         if writable {
             // Files written since the last start may not have been synced by the process that
@@ -804,16 +809,15 @@ impl Outbox {
     /// The durable commit point: sled's flush, then fdatasync of its files (the main file and
     /// the large values sled keeps in `blobs/`) and of the directories that name them.
     fn sync(&self) -> Result<(), OutboxError> {
-        let started = SystemTime::now();
+        let started = SyncMark::now();
         self.handles()?.db.flush().map_err(|e| self.db_err(e))?;
         let mut last = self.last_sync.lock().unwrap_or_else(|e| e.into_inner());
-        // File times come from a coarse clock (and FAT keeps 2 s): a margin keeps a file written
-        // just around the last sync in this one.
-        let since = last.and_then(|t| t.checked_sub(SYNC_MARGIN));
-        sync_dir_tree(&self.dir, since).map_err(|source| OutboxError::Io {
+        let since = last.and_then(|mark| mark.since(&started));
+        let files = sync_dir_tree(&self.dir, since).map_err(|source| OutboxError::Io {
             dir: self.dir.clone(),
             source,
         })?;
+        tracing::trace!(files, "outbox synced");
         *last = Some(started);
         Ok(())
     }
@@ -929,6 +933,12 @@ impl Outbox {
         let Some(max_age) = self.max_age else {
             return Ok(Expired::default());
         };
+        let Some(now) = self.retention_clock.now(now, std::time::Instant::now()) else {
+            tracing::debug!("retention waits for the wall clock to be set");
+            return Ok(Expired::default());
+        };
+        let stored =
+            |value: &[u8]| record::stored_at(value).map(|at| self.retention_clock.stored(at));
         let cutoff = now.checked_sub(max_age).unwrap_or(UNIX_EPOCH);
         let _guard = self.append_lock.lock().unwrap_or_else(|e| e.into_inner());
         let mut out = Expired::default();
@@ -937,7 +947,7 @@ impl Outbox {
             let Some((key, value)) = first else {
                 break;
             };
-            if record::stored_at(&value).is_some_and(|at| at > cutoff) {
+            if stored(&value).is_some_and(|at| at > cutoff) {
                 break;
             }
             if self.take(be_u64(&key), Take::Expired)? {
@@ -947,7 +957,7 @@ impl Outbox {
         let h = self.handles()?;
         for item in h.quarantine.iter() {
             let (key, value) = item.map_err(|e| self.db_err(e))?;
-            if record::stored_at(&value).is_none_or(|at| at <= cutoff) {
+            if stored(&value).is_none_or(|at| at <= cutoff) {
                 h.quarantine.remove(key).map_err(|e| self.db_err(e))?;
                 out.quarantined += 1;
             }
@@ -959,7 +969,12 @@ impl Outbox {
                 continue;
             };
             let period = crypto::period_of(&id);
-            if Some(id) != current && self.keyring.expires_at(period, max_age) <= now {
+            // A key made before the clock was set sealed reads that count from when it was.
+            let expires = self.keyring.expires_at(period, max_age);
+            let expires = expires.checked_sub(max_age).map_or(expires, |end| {
+                expires.max(self.retention_clock.stored(end) + max_age)
+            });
+            if Some(id) != current && expires <= now {
                 h.keys.remove(id).map_err(|e| self.db_err(e))?;
                 self.keyring.forget(&id);
                 out.keys += 1;
@@ -989,9 +1004,13 @@ impl Outbox {
 
     /// Whether a read stored at `at` is older than `privacy.max_age`.
     fn is_expired(&self, at: SystemTime) -> bool {
+        let now = self
+            .retention_clock
+            .now(SystemTime::now(), std::time::Instant::now());
         self.max_age
-            .and_then(|max_age| SystemTime::now().checked_sub(max_age))
-            .is_some_and(|cutoff| at <= cutoff)
+            .zip(now)
+            .and_then(|(max_age, now)| now.checked_sub(max_age))
+            .is_some_and(|cutoff| self.retention_clock.stored(at) <= cutoff)
     }
 
     fn record_err(&self, seq: u64, reason: String) -> OutboxError {
@@ -1139,30 +1158,6 @@ fn write_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         Some(parent) => File::open(parent)?.sync_all(),
         None => Ok(()),
     }
-}
-
-/// fdatasync of every file under `dir` (sled's `db`, `conf`, `blobs/*`, snapshots) and fsync of
-/// the directories, so new files and their names survive a power cut; with `since`, only those
-/// modified since then (what an earlier sync covered stays synced).
-fn sync_dir_tree(dir: &Path, since: Option<SystemTime>) -> std::io::Result<()> {
-    let changed = |meta: &std::fs::Metadata| match (since, meta.modified()) {
-        (Some(since), Ok(modified)) => modified >= since,
-        _ => true,
-    };
-    for entry in std::fs::read_dir(dir)? {
-        let entry = entry?;
-        let path = entry.path();
-        let meta = entry.metadata()?;
-        if meta.is_dir() {
-            sync_dir_tree(&path, since)?;
-        } else if changed(&meta) {
-            File::open(&path)?.sync_data()?;
-        }
-    }
-    if changed(&std::fs::metadata(dir)?) {
-        File::open(dir)?.sync_all()?;
-    }
-    Ok(())
 }
 
 /// The master key and the `[privacy]` settings an outbox is opened with.

@@ -9,7 +9,7 @@ mod detector;
 mod engine;
 mod formats;
 mod gate;
-mod manifest;
+pub(crate) mod manifest;
 mod ocr;
 mod preprocess;
 pub mod tracker;

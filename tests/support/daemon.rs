@@ -127,6 +127,17 @@ impl Daemon {
         Daemon::spawn(cmd, Output::Stderr)
     }
 
+    /// `platecam run` with extra environment variables (a faked clock).
+    pub fn start_env(config_path: &Path, env: &[(&str, &str)]) -> Daemon {
+        let mut cmd = Command::new(bin());
+        cmd.args(["run", "--config"])
+            .arg(config_path)
+            .env("PLATECAM_LOG", "info")
+            .env_remove("JOURNAL_STREAM")
+            .envs(env.iter().copied());
+        Daemon::spawn(cmd, Output::Stderr)
+    }
+
     /// Any platecam command, collecting its stdout (`platecam logs --follow`).
     pub fn watch(args: &[&str]) -> Daemon {
         let mut cmd = Command::new(bin());
