@@ -450,6 +450,17 @@ async fn a_camera_absent_at_start_is_reported_and_waited_for() {
     }
     assert_eq!(state.as_deref(), Some("reconnecting"));
     let pid = nix::unistd::Pid::from_raw(daemon.child.id() as i32);
+    // `systemctl reload` sends SIGHUP; with no hotlist configured it must not stop the unit.
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP).expect("SIGHUP");
+    let heard = daemon.wait_for(
+        |lines| lines.iter().any(|l| l.contains("SIGHUP")),
+        Duration::from_secs(10),
+    );
+    assert!(
+        heard && daemon.child.try_wait().ok().flatten().is_none(),
+        "still running after SIGHUP: {:#?}",
+        daemon.lines()
+    );
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
     let status = daemon.wait_exit(Duration::from_secs(30));
     assert_eq!(
@@ -461,7 +472,7 @@ async fn a_camera_absent_at_start_is_reported_and_waited_for() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigterm_drains_and_exits_0() {
+async fn sighup_is_harmless_and_sigterm_drains_and_exits_0() {
     let broker = Mosquitto::start();
     let mut sub = Subscriber::connect(broker.port, "platecam/+/#").await;
     let tmp = tempfile::tempdir().expect("tempdir");
@@ -478,6 +489,17 @@ async fn sigterm_drains_and_exits_0() {
     );
     assert!(reading, "{:#?}", daemon.lines());
     let pid = nix::unistd::Pid::from_raw(daemon.child.id() as i32);
+    // `systemctl reload` sends SIGHUP; with no hotlist configured it must not stop the unit.
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP).expect("SIGHUP");
+    let heard = daemon.wait_for(
+        |lines| lines.iter().any(|l| l.contains("SIGHUP")),
+        Duration::from_secs(10),
+    );
+    assert!(
+        heard && daemon.child.try_wait().ok().flatten().is_none(),
+        "still running after SIGHUP: {:#?}",
+        daemon.lines()
+    );
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
     let status = daemon.wait_exit(Duration::from_secs(30));
     assert_eq!(

@@ -59,20 +59,28 @@ pub fn run(config: &Path) -> anyhow::Result<u8> {
     Ok(u8::try_from(code).unwrap_or(1))
 }
 
-/// SIGTERM or SIGINT starts a graceful drain; a second one exits at once.
+/// SIGTERM or SIGINT starts a graceful drain; a second one exits at once. SIGHUP (`systemctl
+/// reload`) is only logged here: the hotlist watcher reloads on it, and without a handler its
+/// default action would end the process.
 async fn stop_on_signals(shutdown: CancellationToken) {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
     ) else {
         tracing::error!("cannot install signal handlers; stop with SIGKILL");
         return;
     };
-    for round in 0..2 {
+    let mut round = 0;
+    while round < 2 {
         tokio::select! {
             _ = term.recv() => {}
             _ = int.recv() => {}
+            _ = hup.recv() => {
+                tracing::info!("SIGHUP: the hotlist, if one is configured, is reloaded; other settings need a restart");
+                continue;
+            }
         }
         if round == 0 {
             tracing::info!("signal received: draining (send again to stop at once)");
@@ -83,6 +91,7 @@ async fn stop_on_signals(shutdown: CancellationToken) {
             );
             std::process::exit(1);
         }
+        round += 1;
     }
 }
 
