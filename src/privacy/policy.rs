@@ -73,7 +73,7 @@ pub fn enforce(cfg: &Config) -> Result<Enforced, PolicyError> {
     })
 }
 
-/// The mode and keys in force at start. Audit hook: the lead wires `audit::record` here.
+/// The mode and keys in force at start: logged and recorded in the audit log.
 fn policy_in_force(mode: PrivacyMode, signing: &KeySource, signer: &Signer) {
     tracing::info!(
         event = "privacy_mode",
