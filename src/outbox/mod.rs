@@ -124,6 +124,21 @@ pub enum OutboxError {
 }
 
 impl OutboxError {
+    /// Whether the disk is full (ENOSPC, or a quota's EDQUOT): it passes once space is freed, so
+    /// a caller waits for it instead of ending the process, which would only restart into it.
+    pub fn is_disk_full(&self) -> bool {
+        let io = match self {
+            OutboxError::Db {
+                source: sled::Error::Io(e),
+                ..
+            }
+            | OutboxError::Io { source: e, .. } => e,
+            _ => return false,
+        };
+        io.kind() == std::io::ErrorKind::StorageFull
+            || matches!(io.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT))
+    }
+
     /// Whether the files are damaged (moved aside by the daemon), as opposed to an outbox that is
     /// locked, missing, or on a disk that failed a write.
     fn is_corruption(&self) -> bool {
