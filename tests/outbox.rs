@@ -339,7 +339,7 @@ fn eviction_and_delivery_do_not_race() -> anyhow::Result<()> {
 
 #[test]
 fn a_full_disk_loses_only_the_reads_while_it_is_full() -> anyhow::Result<()> {
-    let disk = SmallDisk::mount();
+    let disk = support::SmallDisk::mount();
     let state = disk.path().join("state");
     let cfg = storage(&state, ByteSize::mib(64), EvictionPolicy::OldestFirst);
     let (outbox, _) = Outbox::open(&cfg)?;

@@ -184,6 +184,9 @@ pub struct OutboxStats {
     /// created.
     pub expired: u64,
     pub oldest_stored_at: Option<SystemTime>,
+    /// How long ago the oldest read was stored, robust to steps of the wall clock (see
+    /// `Outbox::age_of`).
+    pub oldest_age: Option<Duration>,
     pub next_seq: u64,
 }
 
@@ -610,6 +613,21 @@ impl Outbox {
         result.map_err(|e| tx_err(&self.dir, seq, e))
     }
 
+    /// How long ago a read stamped `at` was stored. Read off the retention clock, which never
+    /// steps back, with a stamp from before the clock was set counting from when it was first
+    /// seen set: after NTP steps a clock that booted in 1970, a read stored before the step is
+    /// minutes old, not 56 years (its true age is unknown: a lower bound). 0 for a stamp ahead.
+    fn age_of(&self, at: SystemTime) -> Duration {
+        let wall = SystemTime::now();
+        match self.retention_clock.now(wall, std::time::Instant::now()) {
+            Some(now) => now
+                .duration_since(self.retention_clock.stored(at))
+                .unwrap_or_default(),
+            // The clock was never set: the stamp and now are on the same unset clock.
+            None => wall.duration_since(at).unwrap_or_default(),
+        }
+    }
+
     /// Counts kept with the records: no scan, whatever the backlog.
     pub fn stats(&self) -> OutboxStats {
         let Ok(h) = self.handles() else {
@@ -622,6 +640,7 @@ impl Outbox {
             .flatten()
             .and_then(|(_, v)| record::stored_at(&v));
         OutboxStats {
+            oldest_age: oldest_stored_at.map(|at| self.age_of(at)),
             count: counter(&h.meta, COUNT),
             payload_bytes: counter(&h.meta, PAYLOAD),
             bytes_on_disk: h.db.size_on_disk().unwrap_or(0),
