@@ -693,7 +693,11 @@ async fn a_full_disk_makes_the_publisher_wait_then_deliver() {
         .await;
     let got: std::collections::HashSet<String> = msgs
         .iter()
-        .map(|m| serde_json::from_slice::<ReadMessage>(&m.payload).expect("read JSON").id)
+        .map(|m| {
+            serde_json::from_slice::<ReadMessage>(&m.payload)
+                .expect("read JSON")
+                .id
+        })
         .collect();
     assert!(
         got.iter().all(|id| expected.contains(id)) && got.len() + evicted == expected.len(),

@@ -7,7 +7,8 @@
 # the host's file only as the guest's kernel flushes them, and its page cache dies with qemu). The
 # daemon in the guest runs on a looping replay of the sample photos, the broker (mosquitto) on this
 # host over qemu's user network. Each boot, once the daemon starts, qemu is killed with SIGKILL after
-# a seeded random delay: a power cut for the guest. The guest's console carries the daemon's "read
+# a seeded random delay: a power cut for the guest. In about half the boots (seeded) the broker is
+# stopped (SIGSTOP), so reads pile up undelivered in the outbox when the power goes. The guest's console carries the daemon's "read
 # accepted" lines, logged only after the append was synced. After the last cut one more boot drains
 # the outbox and lists what is left. A subscriber (QoS 1, persistent session, started before the
 # first boot) records what reached the broker. Pass: every accepted read (by id) was delivered or is
@@ -17,11 +18,13 @@
 #   CUTS       power cuts (default 30)
 #   CUT_MIN, CUT_MAX   a cut comes this many seconds after the daemon started (default 1 and 12
 #              with KVM, 5 and 60 under TCG)
+#   AWAY       the chance that the broker is away (SIGSTOP) during a boot (default 0.5)
 #   ACCEL      kvm or tcg (default kvm where /dev/kvm can be opened). Nested KVM can fail or crawl
 #              (a KVM emulation failure with -cpu host was seen): then ACCEL=tcg.
 
 SEED=${SEED:-$((RANDOM * 32768 + RANDOM))}
 CUTS=${CUTS:-30}
+AWAY=${AWAY:-0.5}
 if [ -z "${ACCEL:-}" ]; then
   ACCEL=tcg
   "$py" -c 'import os; os.close(os.open("/dev/kvm", os.O_RDWR))' 2>/dev/null && ACCEL=kvm
@@ -73,10 +76,13 @@ sleep 1
 kill -0 "$sub" 2>/dev/null || fail "the subscriber did not start: $(cat "$run/sub.err")"
 
 # ---- boots ---------------------------------------------------------------------------------------
-mapfile -t delays < <("$py" -c 'import random, sys
+# Per cut: the delay, and whether the broker is away (stopped with SIGSTOP) for that boot, so the
+# outbox holds undelivered reads when the power goes.
+mapfile -t plan < <("$py" -c 'import random, sys
 r = random.Random(int(sys.argv[1]))
-for _ in range(int(sys.argv[2])): print(f"{r.uniform(float(sys.argv[3]), float(sys.argv[4])):.2f}")' \
-  "$SEED" "$CUTS" "$CUT_MIN" "$CUT_MAX")
+for _ in range(int(sys.argv[2])):
+    print(f"{r.uniform(float(sys.argv[3]), float(sys.argv[4])):.2f} {int(r.random() < float(sys.argv[5]))}")' \
+  "$SEED" "$CUTS" "$CUT_MIN" "$CUT_MAX" "$AWAY")
 if [ "$ACCEL" = kvm ]; then
   cpu=(-accel kvm -cpu host -smp 2)
 else
@@ -96,6 +102,8 @@ boot() { # boot N PHASE: starts qemu in the background (pid in $vm), console in 
   vm=$!
 }
 for i in $(seq 1 "$CUTS"); do
+  read -r d away <<<"${plan[$((i - 1))]}"
+  [ "$away" = 1 ] && kill -STOP "$broker"
   boot "$i" cut
   waited=0
   until grep -q "POWERCUT boot=$i daemon starting" "$run/boot-$i.log"; do
@@ -106,14 +114,15 @@ for i in $(seq 1 "$CUTS"); do
       fail "boot $i: no daemon after ${start_wait}s$([ "$ACCEL" = kvm ] && echo " (nested KVM can crawl: try ACCEL=tcg)")"
     sleep 0.1
   done
-  d=${delays[$((i - 1))]}
   sleep "$d"
   kill -0 "$vm" 2>/dev/null || fail "boot $i: the guest stopped by itself (see $run/boot-$i.log)"
   kill -KILL "$vm"
   wait "$vm" 2>/dev/null || true
   vm=
+  kill -CONT "$broker"
   n=$(grep -c 'read accepted' "$run/boot-$i.log" || true)
-  log "cut $i/$CUTS after ${d}s: $n reads accepted in this boot"
+  found=$(sed -n 's/.*outbox open .*backlog=\([0-9]*\).*/\1/p' "$run/boot-$i.log" | head -1)
+  log "cut $i/$CUTS after ${d}s$([ "$away" = 1 ] && echo ", broker away"): backlog ${found:-?} at open, $n reads accepted"
   grep -q 'panicked' "$run/boot-$i.log" && log "boot $i: the daemon panicked (see $run/boot-$i.log)"
 done
 log "draining"
@@ -133,11 +142,15 @@ import collections, glob, json, os, re, sys
 run, cuts, seed, left_file = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
 ansi = re.compile(r"\x1b\[[0-9;]*m")
 accepted = {}  # id -> (boot, seq)
+carried = 0  # reads found in the outbox at the opens after a cut
 boots_with_panic = []
 for path in sorted(glob.glob(os.path.join(run, "boot-*.log"))):
     boot = os.path.basename(path)[5:-4]
     for line in open(path, errors="replace"):
         line = ansi.sub("", line)
+        m = re.search(r"outbox open .*backlog=(\d+)", line)
+        if m:
+            carried += int(m.group(1))
         if "panicked" in line:
             boots_with_panic.append(boot)
         if "read accepted" in line:
@@ -158,7 +171,7 @@ unreported = set(delivered) - set(accepted)
 seqs = sorted(s for _, s in accepted.values())
 print(f"tally: SEED={seed} cuts {cuts}, accepted {len(accepted)} (seq {seqs[0] if seqs else '-'}..{seqs[-1] if seqs else '-'}), "
       f"delivered {len(delivered)} distinct ({sum(delivered.values())} messages, {dups} duplicates), "
-      f"still in the outbox {len(left)}, lost {len(lost)}; "
+      f"still in the outbox {len(left)}, lost {len(lost)}; backlog found at the opens (summed) {carried}; "
       f"delivered but not reported accepted (cut between sync and log line) {len(unreported)}")
 if boots_with_panic:
     print(f"panics in boots: {sorted(set(boots_with_panic))}")
