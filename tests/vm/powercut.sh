@@ -106,9 +106,10 @@ for i in $(seq 1 "$CUTS"); do
   [ "$away" = 1 ] && kill -STOP "$broker"
   boot "$i" cut
   waited=0
-  until grep -q "POWERCUT boot=$i daemon starting" "$run/boot-$i.log"; do
+  # (The console file may not exist yet: qemu's redirection is made in the background.)
+  until grep -q "POWERCUT boot=$i daemon starting" "$run/boot-$i.log" 2>/dev/null; do
     kill -0 "$vm" 2>/dev/null || fail "boot $i: the guest stopped before the daemon started (see $run/boot-$i.log)"
-    grep -q "POWERCUT boot=$i FAIL" "$run/boot-$i.log" && fail "boot $i: $(grep -m1 FAIL "$run/boot-$i.log")"
+    grep -q "POWERCUT boot=$i FAIL" "$run/boot-$i.log" 2>/dev/null && fail "boot $i: $(grep -m1 FAIL "$run/boot-$i.log")"
     waited=$((waited + 1))
     [ "$waited" -lt $((start_wait * 10)) ] ||
       fail "boot $i: no daemon after ${start_wait}s$([ "$ACCEL" = kvm ] && echo " (nested KVM can crawl: try ACCEL=tcg)")"
