@@ -56,8 +56,23 @@ async fn collect(
     enough(got)
 }
 
+/// `platecam_outbox_oldest_age_seconds` from the daemon's `/metrics`.
+fn oldest_age_metric(port: u16) -> f64 {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect to the web port");
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        .expect("send the request");
+    let mut reply = String::new();
+    s.read_to_string(&mut reply).expect("read the reply");
+    reply
+        .lines()
+        .find_map(|l| l.strip_prefix("platecam_outbox_oldest_age_seconds "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no outbox_oldest_age_seconds in /metrics: {reply}"))
+}
+
 /// When the read was stored, by the daemon's wall clock: a UUIDv7 starts with it (ms since the
-/// epoch, 48 bits). (`captured_at` of a replay is its synthetic timeline from the start.)
+/// epoch, 48 bits).
 fn stored_ms(read: &ReadMessage) -> u64 {
     let hex: String = read.id.chars().filter(|c| *c != '-').take(12).collect();
     u64::from_str_radix(&hex, 16).expect("a UUIDv7 starts with its time")
@@ -79,12 +94,20 @@ async fn boot_in_1970_then_ntp_steps_forward_then_back() {
     let clock = tmp.path().join("faketime");
     let (photos, _) = samples();
     let state = tmp.path().join("state");
-    let cfg = RunConfig {
+    let web_port = support::mosquitto::free_port();
+    let cfg = tmp.path().join("platecam.toml");
+    let base = RunConfig {
         repeat: true,
         camera: "hold_frames = 1\ngap_frames = 1",
         ..RunConfig::new(&state, &photos, broker.port)
     }
-    .write();
+    .toml();
+    // The web listener's /metrics shows the outbox's oldest age while the broker is away.
+    std::fs::write(
+        &cfg,
+        format!("{base}\n[web]\nlisten = \"127.0.0.1:{web_port}\"\n"),
+    )
+    .expect("write config");
     set_clock(&clock, UNIX_EPOCH + Duration::from_secs(100));
     let daemon = Daemon::start_env(
         &cfg,
@@ -110,16 +133,31 @@ async fn boot_in_1970_then_ntp_steps_forward_then_back() {
     .await;
     assert!(booted, "reads from 1970: {got:#?}\n{:#?}", daemon.lines());
 
-    // NTP steps the clock to now while the broker is away; the broker is back 2 s later.
+    // NTP steps the clock to now while the broker is away, with reads from 1970 unsent; the
+    // broker is back 2 s later.
     broker.stop();
+    std::thread::sleep(Duration::from_secs(3));
     let now = SystemTime::now();
     set_clock(&clock, now);
+    // Counted from when the clock was set, not 56 years.
+    let age = oldest_age_metric(web_port);
+    assert!(
+        age < 600.0,
+        "outbox_oldest_age_seconds {age} after the step from 1970"
+    );
     std::thread::sleep(Duration::from_secs(2));
+    let year = &platecam::wire::rfc3339_ms(now)[..5];
     broker.start_process();
     let stepped = collect(
         &mut sub,
         &mut got,
-        |g| g.values().filter(|r| stored_ms(r) >= ms(now)).count() >= 2,
+        // A replay's `captured_at` moves with the step too (its timeline started in 1970).
+        |g| {
+            g.values()
+                .filter(|r| stored_ms(r) >= ms(now) && r.captured_at.starts_with(year))
+                .count()
+                >= 2
+        },
         // Reconnects back off up to `mqtt.reconnect_max` (1 s here) on the monotonic clock: a
         // backoff measured on the wall clock would wait 56 years.
         Duration::from_secs(30),
@@ -127,8 +165,10 @@ async fn boot_in_1970_then_ntp_steps_forward_then_back() {
     .await;
     assert!(
         stepped,
-        "reads after the step to now: {:#?}\n{:#?}",
-        got.values().map(|r| (r.seq, &r.id)).collect::<Vec<_>>(),
+        "reads stored and captured after the step to now: {:#?}\n{:#?}",
+        got.values()
+            .map(|r| (r.seq, &r.id, &r.captured_at))
+            .collect::<Vec<_>>(),
         daemon.lines()
     );
 

@@ -337,49 +337,10 @@ fn eviction_and_delivery_do_not_race() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A 4 MiB tmpfs mounted for one test (needs root), unmounted on drop.
-struct SmallDisk {
-    dir: tempfile::TempDir,
-}
-
-impl SmallDisk {
-    fn mount() -> SmallDisk {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let status = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", "size=4m", "tmpfs"])
-            .arg(dir.path())
-            .status()
-            .expect("run mount");
-        assert!(
-            status.success(),
-            "this test needs a 4 MiB tmpfs: `mount -t tmpfs` failed (run the tests as root)"
-        );
-        SmallDisk { dir }
-    }
-}
-
-impl Drop for SmallDisk {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount")
-            .arg(self.dir.path())
-            .status();
-    }
-}
-
-/// Writes a file until the disk is full.
-fn fill(path: &Path) {
-    use std::io::Write;
-    let mut f = std::fs::File::create(path).expect("filler");
-    let block = vec![0u8; 64 * 1024];
-    while f.write_all(&block).is_ok() {}
-    let _ = f.write_all(&[0u8; 512]);
-    let _ = f.sync_all();
-}
-
 #[test]
 fn a_full_disk_loses_only_the_reads_while_it_is_full() -> anyhow::Result<()> {
-    let disk = SmallDisk::mount();
-    let state = disk.dir.path().join("state");
+    let disk = support::SmallDisk::mount();
+    let state = disk.path().join("state");
     let cfg = storage(&state, ByteSize::mib(64), EvictionPolicy::OldestFirst);
     let (outbox, _) = Outbox::open(&cfg)?;
     let mut accepted = Vec::new();
@@ -391,8 +352,7 @@ fn a_full_disk_loses_only_the_reads_while_it_is_full() -> anyhow::Result<()> {
                 .id,
         );
     }
-    let filler = disk.dir.path().join("filler");
-    fill(&filler);
+    let filler = disk.fill("filler");
     let mut refused = 0;
     for i in 0..30 {
         let started = std::time::Instant::now();

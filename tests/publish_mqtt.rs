@@ -50,7 +50,10 @@ fn settings(url: &str, device: &str, dir: &std::path::Path) -> PublishSettings {
 
 impl Rig {
     fn new(device: &str) -> Rig {
-        let dir = tempfile::tempdir().expect("tempdir");
+        Rig::new_in(device, tempfile::tempdir().expect("tempdir"))
+    }
+
+    fn new_in(device: &str, dir: tempfile::TempDir) -> Rig {
         let storage = StorageConfig {
             dir: dir.path().to_path_buf(),
             ..StorageConfig::default()
@@ -648,4 +651,58 @@ async fn the_drain_delivers_reads_stored_just_before_the_stop() {
     let report = rig.stop().await;
     assert_eq!(report.acked, 5, "{report:?}");
     assert_eq!(rig.outbox.stats().count, 0);
+}
+
+/// Issue 13: a full disk under the outbox makes the publisher wait (logged, with backoff) instead
+/// of ending the process, which would only restart into the same full disk; once space is freed,
+/// every stored read is delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_makes_the_publisher_wait_then_deliver() {
+    let disk = support::SmallDisk::mount();
+    let mut broker = Mosquitto::start();
+    let dir = tempfile::tempdir_in(disk.path()).expect("tempdir on the small disk");
+    let mut rig = Rig::new_in("t-diskfull", dir);
+    let mut sub =
+        Subscriber::connect_persistent(broker.port, &rig.topic("reads"), "sub-t-diskfull").await;
+    broker.stop();
+    rig.start(&broker.url(), |_| {});
+    let mut expected: Vec<String> = rig.append(5).into_iter().map(|(_, id)| id).collect();
+    let filler = disk.fill("filler");
+    // Refused on the full disk: sled latches the write error until the outbox is reopened.
+    for i in 0..3 {
+        let read = sample_read(&rig.device, &format!("FULL{i}"));
+        if let Ok(stored) = rig.outbox.append(read, fake_crop(90 + i, 20_000)) {
+            expected.push(stored.message.id);
+        }
+    }
+    broker.start_process();
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let task = rig.task.as_ref().expect("started");
+    assert!(
+        !task.is_finished(),
+        "the publisher ended while the disk was full"
+    );
+    std::fs::remove_file(&filler).expect("free the disk");
+    rig.notify.notify_one();
+    assert!(wait_for_empty(&rig.outbox, Duration::from_secs(60)).await);
+    // Room for a refused read may have been made by the eviction policy (logged, counted): those
+    // reads are not expected on the broker.
+    let evicted = usize::try_from(rig.outbox.stats().evictions).expect("small");
+    let msgs = sub
+        .collect(expected.len() - evicted, Duration::from_secs(10))
+        .await;
+    let got: std::collections::HashSet<String> = msgs
+        .iter()
+        .map(|m| {
+            serde_json::from_slice::<ReadMessage>(&m.payload)
+                .expect("read JSON")
+                .id
+        })
+        .collect();
+    assert!(
+        got.iter().all(|id| expected.contains(id)) && got.len() + evicted == expected.len(),
+        "every stored read not evicted is delivered once the disk has room: {got:?}, \
+         {evicted} evicted of {expected:?}"
+    );
+    rig.stop().await;
 }

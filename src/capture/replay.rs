@@ -17,6 +17,9 @@ use crate::config::CameraConfig;
 
 /// The timeline's frame rate when `fps` is 0 (no pacing): the config's default rate.
 const UNPACED_TIMELINE_FPS: u32 = 10;
+/// A wall clock this far from where the monotonic clock puts it was stepped.
+const WALL_STEP: Duration = Duration::from_secs(2);
+
 /// Mid-grey: no edges, so the detector sees nothing in the gap frames.
 const GAP_GREY: u8 = 128;
 
@@ -96,6 +99,25 @@ impl ReplaySource {
         self.last_emit = Some(Instant::now());
     }
 
+    /// Moves the timeline's wall-clock base with a step of the wall clock (NTP setting a clock
+    /// that booted in 1970, or moving it back), so `captured_at` stays the wall time it would be
+    /// read at; the monotonic side (`at`, what tracking measures) is untouched. A drift of up to
+    /// `WALL_STEP` is slewing or scheduling, not a step.
+    fn follow_wall_clock(&mut self) {
+        let since = self.start.elapsed();
+        let wall = SystemTime::now();
+        let drift = match self.start_wall.checked_add(since) {
+            Some(expected) => match wall.duration_since(expected) {
+                Ok(ahead) => ahead,
+                Err(behind) => behind.duration(),
+            },
+            None => Duration::MAX,
+        };
+        if drift > WALL_STEP {
+            self.start_wall = wall.checked_sub(since).unwrap_or(wall);
+        }
+    }
+
     /// Offset of frame `seq` on the timeline.
     fn timeline(&self, seq: u64) -> Duration {
         let fps = if self.fps == 0 {
@@ -118,6 +140,7 @@ impl FrameSource for ReplaySource {
             return Ok(None);
         };
         self.pace();
+        self.follow_wall_clock();
         let seq = self.seq;
         self.seq += 1;
         let offset = self.timeline(seq);

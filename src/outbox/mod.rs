@@ -124,6 +124,21 @@ pub enum OutboxError {
 }
 
 impl OutboxError {
+    /// Whether the disk is full (ENOSPC, or a quota's EDQUOT): it passes once space is freed, so
+    /// a caller waits for it instead of ending the process, which would only restart into it.
+    pub fn is_disk_full(&self) -> bool {
+        let io = match self {
+            OutboxError::Db {
+                source: sled::Error::Io(e),
+                ..
+            }
+            | OutboxError::Io { source: e, .. } => e,
+            _ => return false,
+        };
+        io.kind() == std::io::ErrorKind::StorageFull
+            || matches!(io.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT))
+    }
+
     /// Whether the files are damaged (moved aside by the daemon), as opposed to an outbox that is
     /// locked, missing, or on a disk that failed a write.
     fn is_corruption(&self) -> bool {
@@ -169,6 +184,9 @@ pub struct OutboxStats {
     /// created.
     pub expired: u64,
     pub oldest_stored_at: Option<SystemTime>,
+    /// How long ago the oldest read was stored, robust to steps of the wall clock (see
+    /// `Outbox::age_of`).
+    pub oldest_age: Option<Duration>,
     pub next_seq: u64,
 }
 
@@ -595,6 +613,21 @@ impl Outbox {
         result.map_err(|e| tx_err(&self.dir, seq, e))
     }
 
+    /// How long ago a read stamped `at` was stored. Read off the retention clock, which never
+    /// steps back, with a stamp from before the clock was set counting from when it was first
+    /// seen set: after NTP steps a clock that booted in 1970, a read stored before the step is
+    /// minutes old, not 56 years (its true age is unknown: a lower bound). 0 for a stamp ahead.
+    fn age_of(&self, at: SystemTime) -> Duration {
+        let wall = SystemTime::now();
+        match self.retention_clock.now(wall, std::time::Instant::now()) {
+            Some(now) => now
+                .duration_since(self.retention_clock.stored(at))
+                .unwrap_or_default(),
+            // The clock was never set: the stamp and now are on the same unset clock.
+            None => wall.duration_since(at).unwrap_or_default(),
+        }
+    }
+
     /// Counts kept with the records: no scan, whatever the backlog.
     pub fn stats(&self) -> OutboxStats {
         let Ok(h) = self.handles() else {
@@ -607,6 +640,7 @@ impl Outbox {
             .flatten()
             .and_then(|(_, v)| record::stored_at(&v));
         OutboxStats {
+            oldest_age: oldest_stored_at.map(|at| self.age_of(at)),
             count: counter(&h.meta, COUNT),
             payload_bytes: counter(&h.meta, PAYLOAD),
             bytes_on_disk: h.db.size_on_disk().unwrap_or(0),

@@ -78,9 +78,7 @@ impl HealthSampler {
             },
             reads_total: metrics.reads_total.load(Ordering::Relaxed),
             reads_buffered: stats.count,
-            oldest_unsent_age_s: stats
-                .oldest_stored_at
-                .map(|t| wall.duration_since(t).map_or(0.0, |d| d.as_secs_f64())),
+            oldest_unsent_age_s: stats.oldest_age.map(|d| d.as_secs_f64()),
             evictions: stats.evictions,
             quarantined: stats.quarantined,
             outbox_bytes: stats.bytes_on_disk,
@@ -119,6 +117,7 @@ mod tests {
         let stats = OutboxStats {
             count: 3,
             oldest_stored_at: Some(SystemTime::now()),
+            oldest_age: Some(std::time::Duration::from_secs(2)),
             ..OutboxStats::default()
         };
         let msg = h.sample(&m, &stats, Some(5));

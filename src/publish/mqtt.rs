@@ -36,11 +36,15 @@ const EVENT_BATCH: usize = 64;
 const GOODBYE_MIN: Duration = Duration::from_secs(1);
 /// Attempts at an outbox call before the publisher gives up (and the process ends).
 const OUTBOX_ATTEMPTS: u32 = 3;
+/// A full disk is waited out instead: the first wait, doubled up to the last.
+const DISK_FULL_WAIT: Duration = Duration::from_secs(1);
+const DISK_FULL_WAIT_MAX: Duration = Duration::from_secs(60);
 
 /// Delivers the outbox to the broker until `shutdown` is cancelled; see the module doc of `publish`.
 ///
 /// Returns an error only for bad settings (at start) and for outbox failures that persist over
-/// `OUTBOX_ATTEMPTS` tries; broker and network errors are logged and retried forever. The caller
+/// `OUTBOX_ATTEMPTS` tries, except a full disk, which is waited out (logged, with backoff): a
+/// restart would not free space. Broker and network errors are logged and retried forever. The caller
 /// (`pipeline::run`) ends the process on such an error: a unit that reads but cannot deliver
 /// must be restarted, not left running.
 pub async fn run(
@@ -738,7 +742,8 @@ impl Publisher {
     }
 
     /// Outbox calls touch the disk (sled): run them off the runtime's worker threads. A failure
-    /// is retried (a moment of I/O trouble must not end delivery); one that persists is returned.
+    /// is retried (a moment of I/O trouble must not end delivery); a full disk is waited out
+    /// with backoff for as long as it lasts; any other failure that persists is returned.
     async fn blocking<T: Send + 'static>(
         &self,
         op: &'static str,
@@ -746,22 +751,34 @@ impl Publisher {
     ) -> Result<T, PublishError> {
         let f = Arc::new(f);
         let mut attempt = 1;
+        let mut full_wait = DISK_FULL_WAIT;
         loop {
             let call = f.clone();
             match tokio::task::spawn_blocking(move || call()).await {
-                Ok(Ok(v)) => return Ok(v),
+                Ok(Ok(v)) => {
+                    if full_wait > DISK_FULL_WAIT {
+                        info!(op, "outbox storage writable again; delivery resumes");
+                    }
+                    return Ok(v);
+                }
                 Ok(Err(e)) if attempt < OUTBOX_ATTEMPTS => {
                     warn!(op, attempt, error = %e, "outbox call failed; retrying");
                     tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await;
                     attempt += 1;
                 }
-                Ok(Err(source)) => {
-                    return Err(PublishError::Outbox {
+                Ok(Err(e)) if e.is_disk_full() && !self.shutdown.is_cancelled() => {
+                    tracing::error!(
                         op,
-                        url: self.settings.mqtt.url.clone(),
-                        source,
-                    })
+                        error = %e,
+                        retry_in_s = full_wait.as_secs(),
+                        "outbox storage is full: delivery waits until space is freed"
+                    );
+                    if !self.sleep_alive(full_wait).await {
+                        return Err(self.outbox_error(op, e));
+                    }
+                    full_wait = (full_wait * 2).min(DISK_FULL_WAIT_MAX);
                 }
+                Ok(Err(source)) => return Err(self.outbox_error(op, source)),
                 Err(e) => {
                     return Err(PublishError::Worker {
                         op,
@@ -769,6 +786,14 @@ impl Publisher {
                     })
                 }
             }
+        }
+    }
+
+    fn outbox_error(&self, op: &'static str, source: crate::outbox::OutboxError) -> PublishError {
+        PublishError::Outbox {
+            op,
+            url: self.settings.mqtt.url.clone(),
+            source,
         }
     }
 

@@ -5,7 +5,6 @@
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::time::SystemTime;
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
@@ -176,10 +175,7 @@ impl Collector for Unit {
             "Bytes the outbox uses on disk.",
             stats.bytes_on_disk as f64,
         )?;
-        let age = stats
-            .oldest_stored_at
-            .and_then(|t| SystemTime::now().duration_since(t).ok())
-            .map_or(0.0, |d| d.as_secs_f64());
+        let age = stats.oldest_age.map_or(0.0, |d| d.as_secs_f64());
         gauge(
             &mut e,
             "outbox_oldest_age_seconds",

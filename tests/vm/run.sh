@@ -3,6 +3,7 @@
 # loops plate photos into /dev/video0 and runs `platecam run` on it; checks the reads on the host.
 #
 #   tests/vm/run.sh x86_64|aarch64        exit 0 only when every check passed
+#   tests/vm/run.sh powercut              power cuts: see tests/vm/powercut.sh (x86_64, KVM if usable)
 #
 # Guest phases: `platecam devices` (text and --json) against vivid; one daemon run per format and size
 # (GREY and YUYV at 640x480 and 1280x720); a device-loss run (vivid disconnected while streaming, then
@@ -21,11 +22,12 @@
 # Downloads (kernel, arm64 busybox) are cached under VM_CACHE, so reruns only boot.
 set -euo pipefail
 
-arch=${1:-}
+arch=${1:-} mode=capture
+[ "$arch" = powercut ] && arch=x86_64 mode=powercut
 case "$arch" in
   x86_64 | amd64) arch=x86_64 deb_arch=amd64 ;;
   aarch64 | arm64) arch=aarch64 deb_arch=arm64 ;;
-  *) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
+  *) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
 esac
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
@@ -175,6 +177,8 @@ cp models/manifest.json models/*.onnx "$share/models/"
 mods="virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci 9pnet 9pnet_virtio netfs fscache 9p
 rc-core cec mc videodev videobuf2-common videobuf2-v4l2 videobuf2-memops videobuf2-vmalloc videobuf2-dma-contig
 v4l2-dv-timings v4l2-tpg vivid"
+# The power-cut test's disk (ext4 on virtio) and network (the broker on the host).
+[ "$mode" = powercut ] && mods="$mods virtio_blk crc16 mbcache jbd2 crc32c_generic ext4 failover net_failover virtio_net"
 : >"$rfs/mods/order"
 for m in $mods; do
   f=$(find "$mdir/kernel" -name "$m.ko*" -o -name "${m//-/_}.ko*" | head -1)
@@ -208,6 +212,10 @@ poweroff -f
 EOF
 chmod +x "$rfs/init"
 (cd "$rfs" && find . | cpio -o -H newc --quiet | gzip -1) >"$run/initrd.gz"
+if [ "$mode" = powercut ]; then
+  . "$here/powercut.sh"
+  exit
+fi
 
 # ---- frames ---------------------------------------------------------------------------------------
 samples=${SAMPLES:-samples}
