@@ -138,6 +138,8 @@ def main():
     ap.add_argument("--ocr-workers", type=int, default=1, help="processes rendering OCR crops")
     ap.add_argument("--det-workers", type=int, default=1, help="processes rendering detector scenes")
     ap.add_argument("--init", default="", help="continue from the checkpoints in this folder, on fresh data")
+    ap.add_argument("--init-onnx", default="", help="continue from the ONNX models (and manifest) in this "
+                    "folder, e.g. the committed models/ (onnx_init.py)")
     ap.add_argument("--lr", type=float, default=0, help="peak learning rate (default: train.py's)")
     ap.add_argument("--tasks", default="det,ocr", help="which models to train (others keep --init's weights)")
     ap.add_argument("--work", default="/tmp/platecam-train", help="where the checkpoints go")
@@ -161,13 +163,19 @@ def main():
         for task, minutes, ckpt, workers in (("det", dm, det_ck, args.det_workers),
                                               ("ocr", om, ocr_ck, args.ocr_workers)):
             init = os.path.join(args.init, task + ".pt") if args.init else ""
+            init_onnx = os.path.join(args.init_onnx, "ocr.onnx" if task == "ocr" else "detector.onnx") \
+                if args.init_onnx else ""
             if task not in args.tasks.split(","):
                 if init:  # not trained in this phase: keep the earlier weights
                     shutil.copy(init, ckpt)
+                elif init_onnx:
+                    import onnx_init
+                    torch.save(onnx_init.checkpoint(init_onnx, task), ckpt)
                 continue
             # a later phase starts from the earlier weights, on samples no earlier phase drew
+            start = ["--init", init] if init else ["--init-onnx", init_onnx] if init_onnx else []
             procs.append(subprocess.Popen(tr + ["--task", task, "--minutes", str(minutes), "--ckpt", ckpt,
-                                                "--workers", str(workers)] + (["--init", init] if init else [])))
+                                                "--workers", str(workers)] + start))
         rc = [p.wait() for p in procs]
         if any(rc):
             sys.exit("training failed: %s" % rc)

@@ -71,7 +71,7 @@ class Pipeline:
         alpha = o["alphabet"]
         chars = [(alpha[i], float(p[k, i])) for k, i in enumerate(idx) if alpha[i] != o["pad_char"]]
         text = "".join(c for c, _ in chars)
-        conf = float(np.prod([q for _, q in chars])) if chars else 0.0
+        conf = float(np.mean([q for _, q in chars])) if chars else 0.0  # as the Rust side: mean probability
         return text, conf
 
     def recognize(self, img, max_plates=10, score_threshold=None):
