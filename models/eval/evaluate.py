@@ -13,7 +13,8 @@ reports, per photo; `sent/ph` only those the daemon's default pass filters would
 (tracking.min_confidence 0.8, at least min_chars 4 characters, a digit; one frame, no voting).
 
 Usage: models/eval/evaluate.py [--platecam target/release/platecam] [--data ../shared/data/openalpr-benchmarks]
-                               [--reference ../shared/models-reference] [--limit N]
+                               [--reference ../shared/models-reference] [--limit N] [--skip-reference]
+Other models: PLATECAM_MODELS=DIR (the folder of their manifest.json).
 On endtoend/eu our models also run with the European plate-format prior (`plate_formats = ["eu"]`),
 so the prior is measured with and without it. Standard library only. Prints one table; exits
 non-zero if platecam fails to run.
@@ -120,6 +121,7 @@ def main():
     ap.add_argument("--data", default=os.path.join(ROOT, "..", "shared", "data", "openalpr-benchmarks"))
     ap.add_argument("--reference", default=os.path.join(ROOT, "..", "shared", "models-reference"))
     ap.add_argument("--limit", type=int, default=0, help="photos per set (0 = all)")
+    ap.add_argument("--skip-reference", action="store_true", help="our models only (the reference does not change)")
     args = ap.parse_args()
 
     ref_cfg = tempfile.NamedTemporaryFile("w", suffix=".toml", delete=False)
@@ -135,7 +137,9 @@ def main():
     eu_cfg = tempfile.NamedTemporaryFile("w", suffix=".toml", delete=False)
     eu_cfg.write("[recognition]\nplate_formats = [\"eu\"]\n")
     eu_cfg.close()
-    systems = [("platecam models", None), ("reference (fast-alpr models)", ref_cfg.name)]
+    systems = [("platecam models", None)]
+    if not args.skip_reference:
+        systems.append(("reference (fast-alpr models)", ref_cfg.name))
     eu_systems = systems[:1] + [("platecam models + eu formats", eu_cfg.name)] + systems[1:]
     sets = [
         ("endtoend/us", load_endtoend(os.path.join(args.data, "endtoend", "us")), False, systems),

@@ -59,29 +59,37 @@ def score(results, thr, floor):
     return exact, false, truth
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--models", default="models")
-    ap.add_argument("--n", type=int, default=300)
-    args = ap.parse_args()
+def calibrate(models, n, log=print):
+    """Runs the grid; returns the chosen pair and its figures (for the manifest's provenance)."""
     t0 = time.time()
-    results = run(args.models, args.n)
-    print("%d synthetic scenes (seed %d), %d plates, %.1f min" % (
+    results = run(models, n)
+    log("%d synthetic scenes (seed %d), %d plates, %.1f min" % (
         len(results), VAL_SEED, sum(len(r[0]) for r in results), (time.time() - t0) / 60))
-    print("%6s %6s %7s %7s %7s %9s" % ("thr", "floor", "exact", "false", "gain", "false/sc"))
+    log("%6s %6s %7s %7s %7s %9s" % ("thr", "floor", "exact", "false", "gain", "false/sc"))
     best = None
     for thr in THRESHOLDS:
         for floor in FLOORS:
             exact, false, truth = score(results, thr, floor)
             gain = exact - false
             if floor in (0.0, 0.5, 0.8) or thr in (0.3,):
-                print("%6.2f %6.2f %7d %7d %7d %9.3f" % (thr, floor, exact, false, gain, false / len(results)))
+                log("%6.2f %6.2f %7d %7d %7d %9.3f" % (thr, floor, exact, false, gain, false / len(results)))
             key = (gain, thr, -floor)
             if best is None or key > best[0]:
                 best = (key, thr, floor, exact, false, truth)
     _, thr, floor, exact, false, truth = best
-    print("best: score_threshold %.2f, OCR floor %.2f: exact %d of %d plates, %.3f false plates per scene"
-          % (thr, floor, exact, truth, false / len(results)))
+    log("best: score_threshold %.2f, OCR floor %.2f: exact %d of %d plates, %.3f false plates per scene"
+        % (thr, floor, exact, truth, false / len(results)))
+    return {"score_threshold": thr, "ocr_min_confidence": floor, "scenes": len(results), "seed": VAL_SEED,
+            "plates": truth, "exact": exact, "false_per_scene": round(false / len(results), 3),
+            "rule": "maximise exact - false over thresholds %s x floors %s (calibrate.py)" % (THRESHOLDS, FLOORS)}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--models", default="models")
+    ap.add_argument("--n", type=int, default=300)
+    args = ap.parse_args()
+    calibrate(args.models, args.n)
 
 
 if __name__ == "__main__":
