@@ -15,8 +15,9 @@ reports, per photo; `sent/ph` only those the daemon's default pass filters would
 Usage: models/eval/evaluate.py [--platecam target/release/platecam] [--data ../shared/data/openalpr-benchmarks]
                                [--reference ../shared/models-reference] [--limit N] [--skip-reference]
 Other models: PLATECAM_MODELS=DIR (the folder of their manifest.json).
-On endtoend/eu our models also run with the European plate-format prior (`plate_formats = ["eu"]`),
-so the prior is measured with and without it. Standard library only. Prints one table; exits
+On endtoend/eu our models also run with the European plate-format prior (`plate_formats = ["eu"]`)
+and with the Slovak preset (`["sk"]`: most of those photos are Slovak), so the prior is measured
+with and without it. Standard library only. Prints one table; exits
 non-zero if platecam fails to run.
 """
 import argparse
@@ -137,10 +138,15 @@ def main():
     eu_cfg = tempfile.NamedTemporaryFile("w", suffix=".toml", delete=False)
     eu_cfg.write("[recognition]\nplate_formats = [\"eu\"]\n")
     eu_cfg.close()
+    # most photos of endtoend/eu are Slovak: the per-country preset a unit there would use
+    sk_cfg = tempfile.NamedTemporaryFile("w", suffix=".toml", delete=False)
+    sk_cfg.write("[recognition]\nplate_formats = [\"sk\"]\n")
+    sk_cfg.close()
     systems = [("platecam models", None)]
     if not args.skip_reference:
         systems.append(("reference (fast-alpr models)", ref_cfg.name))
-    eu_systems = systems[:1] + [("platecam models + eu formats", eu_cfg.name)] + systems[1:]
+    eu_systems = systems[:1] + [("platecam models + eu formats", eu_cfg.name),
+                                ("platecam models + sk formats", sk_cfg.name)] + systems[1:]
     sets = [
         ("endtoend/us", load_endtoend(os.path.join(args.data, "endtoend", "us")), False, systems),
         ("endtoend/eu", load_endtoend(os.path.join(args.data, "endtoend", "eu")), False, eu_systems),
@@ -160,6 +166,7 @@ def main():
                   f"{median:>10.1f} {mean:>8.1f}", flush=True)
     os.unlink(ref_cfg.name)
     os.unlink(eu_cfg.name)
+    os.unlink(sk_cfg.name)
 
 
 if __name__ == "__main__":

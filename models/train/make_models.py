@@ -126,6 +126,13 @@ def make_samples(model_dir, out_dir, seed, n=6):
     return len(rows), len(skipped)
 
 
+def committed_provenance(model_dir, key):
+    """provenance.training.<key> (or provenance.<key>) of the manifest in model_dir."""
+    with open(os.path.join(model_dir, "manifest.json")) as f:
+        prov = json.load(f)["provenance"]
+    return prov["training"][key] if key in prov["training"] else prov[key]
+
+
 def write_manifest(out, manifest):
     with open(os.path.join(out, "manifest.json"), "w") as f:
         json.dump(manifest, f, indent=2)
@@ -152,8 +159,9 @@ def main():
     ap.add_argument("--train-only", action="store_true", help="stop after training (export elsewhere)")
     ap.add_argument("--skip-train", action="store_true", help="export from existing checkpoints in --work")
     ap.add_argument("--version", default=None)
-    ap.add_argument("--calibrate", type=int, default=300, help="synthetic scenes to choose the detector "
-                    "threshold and the OCR floor on (calibrate.py); 0 keeps 0.3 and no floor")
+    ap.add_argument("--calibrate", type=int, default=0, help="synthetic scenes to choose the detector "
+                    "threshold and the OCR floor on (calibrate.py; e.g. 300); 0 (default) keeps 0.3 and no "
+                    "floor: the synthetic choice cost real detections (models/README.md, Precision)")
     args = ap.parse_args()
 
     os.makedirs(args.work, exist_ok=True)
@@ -197,7 +205,13 @@ def main():
     ocr.load_state_dict(ock["model"])
     det.load_state_dict(dck["model"])
     det_path, ocr_path = os.path.join(args.out, "detector.onnx"), os.path.join(args.out, "ocr.onnx")
-    det_ops, det_diff = export(det, (1, 1, DET_H, DET_W), det_path)
+    if args.init_onnx and dck["phases"] == committed_provenance(args.init_onnx, "detector"):
+        # not trained since that export: keep its file (a re-export differs only by rounding)
+        shutil.copy(os.path.join(args.init_onnx, "detector.onnx"), det_path)
+        det_ops = committed_provenance(args.init_onnx, "detector_ops")
+        print("detector: not trained in this phase, %s kept" % det_path, flush=True)
+    else:
+        det_ops, _ = export(det, (1, 1, DET_H, DET_W), det_path)
     ocr.eval()
     val_exact, val_n = synthetic_val(ocr, args.seed)
     print("synthetic validation exact: %.3f of %d" % (val_exact, val_n), flush=True)
