@@ -96,7 +96,7 @@ def load(model, onnx_path, task):
                 bn.running_mean.zero_()
                 bn.running_var.fill_(1.0 - bn.eps)
                 bn.weight.fill_(1.0)
-                bn.bias.copy_(torch.from_numpy(b))
+                bn.bias.copy_(torch.from_numpy(np.array(b)))
             fused_bias.append(b)
     # measure W x per channel (the BatchNorm's input) in eval mode, then move the statistics
     # into the BatchNorms without changing what eval mode computes
