@@ -457,3 +457,46 @@ fn community_formats_load_and_decode_on_tiny_models() {
     assert_eq!(dets[0].text.text, "AB123CD");
     assert!((dets[0].text.confidence - 0.9).abs() < 1e-3);
 }
+
+/// The manifest's OCR confidence floor (`ocr.min_confidence`, issue 9): a detector box whose
+/// read is under it is no plate and is not returned; a floor outside 0..1 is refused.
+#[test]
+fn reads_under_the_manifests_ocr_floor_are_not_plates() {
+    let (photo, plate) = samples().into_iter().next().expect("a sample photo");
+    let img = image::open(&photo).expect("photo decodes").to_rgb8();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let models = manifest().parent().expect("models/").to_path_buf();
+    for f in ["detector.onnx", "ocr.onnx"] {
+        std::fs::copy(models.join(f), dir.path().join(f)).expect("copy a model");
+    }
+    let with_floor = |floor: f64| {
+        let m = manifest_copy(dir.path(), |m| m["ocr"]["min_confidence"] = floor.into());
+        Recognizer::from_config(Some(&platecam_models(m)))
+    };
+    let read = |floor: f64| {
+        let rec = with_floor(floor).expect("models load");
+        rec.recognize(&img).expect("recognize").0
+    };
+    let all = read(0.0);
+    let c = all
+        .iter()
+        .find(|d| normalise(&d.text.text) == plate)
+        .map(|d| d.text.confidence)
+        .unwrap_or_else(|| panic!("{}: {plate} not read: {all:?}", photo.display()));
+    assert!(c < 0.999, "confidence {c}: no room for a floor above it");
+    let floor = f64::from(c) + 1e-4;
+    let kept = read(floor);
+    assert!(
+        kept.iter()
+            .all(|d| f64::from(d.text.confidence) >= floor - 1e-6),
+        "{kept:?}"
+    );
+    assert!(
+        !kept.iter().any(|d| normalise(&d.text.text) == plate),
+        "the read under the floor is still returned: {kept:?}"
+    );
+    match with_floor(1.5) {
+        Err(RecognizeError::Manifest { key, .. }) => assert_eq!(key, "ocr.min_confidence"),
+        other => panic!("a floor of 1.5 loaded: {other:?}"),
+    }
+}

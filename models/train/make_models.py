@@ -126,6 +126,19 @@ def make_samples(model_dir, out_dir, seed, n=6):
     return len(rows), len(skipped)
 
 
+def committed_provenance(model_dir, key):
+    """provenance.training.<key> (or provenance.<key>) of the manifest in model_dir."""
+    with open(os.path.join(model_dir, "manifest.json")) as f:
+        prov = json.load(f)["provenance"]
+    return prov["training"][key] if key in prov["training"] else prov[key]
+
+
+def write_manifest(out, manifest):
+    with open(os.path.join(out, "manifest.json"), "w") as f:
+        json.dump(manifest, f, indent=2)
+        f.write("\n")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="models")
@@ -138,12 +151,17 @@ def main():
     ap.add_argument("--ocr-workers", type=int, default=1, help="processes rendering OCR crops")
     ap.add_argument("--det-workers", type=int, default=1, help="processes rendering detector scenes")
     ap.add_argument("--init", default="", help="continue from the checkpoints in this folder, on fresh data")
+    ap.add_argument("--init-onnx", default="", help="continue from the ONNX models (and manifest) in this "
+                    "folder, e.g. the committed models/ (onnx_init.py)")
     ap.add_argument("--lr", type=float, default=0, help="peak learning rate (default: train.py's)")
     ap.add_argument("--tasks", default="det,ocr", help="which models to train (others keep --init's weights)")
     ap.add_argument("--work", default="/tmp/platecam-train", help="where the checkpoints go")
     ap.add_argument("--train-only", action="store_true", help="stop after training (export elsewhere)")
     ap.add_argument("--skip-train", action="store_true", help="export from existing checkpoints in --work")
     ap.add_argument("--version", default=None)
+    ap.add_argument("--calibrate", type=int, default=0, help="synthetic scenes to choose the detector "
+                    "threshold and the OCR floor on (calibrate.py; e.g. 300); 0 (default) keeps 0.3 and no "
+                    "floor: the synthetic choice cost real detections (models/README.md, Precision)")
     args = ap.parse_args()
 
     os.makedirs(args.work, exist_ok=True)
@@ -161,13 +179,19 @@ def main():
         for task, minutes, ckpt, workers in (("det", dm, det_ck, args.det_workers),
                                               ("ocr", om, ocr_ck, args.ocr_workers)):
             init = os.path.join(args.init, task + ".pt") if args.init else ""
+            init_onnx = os.path.join(args.init_onnx, "ocr.onnx" if task == "ocr" else "detector.onnx") \
+                if args.init_onnx else ""
             if task not in args.tasks.split(","):
                 if init:  # not trained in this phase: keep the earlier weights
                     shutil.copy(init, ckpt)
+                elif init_onnx:
+                    import onnx_init
+                    torch.save(onnx_init.checkpoint(init_onnx, task), ckpt)
                 continue
             # a later phase starts from the earlier weights, on samples no earlier phase drew
+            start = ["--init", init] if init else ["--init-onnx", init_onnx] if init_onnx else []
             procs.append(subprocess.Popen(tr + ["--task", task, "--minutes", str(minutes), "--ckpt", ckpt,
-                                                "--workers", str(workers)] + (["--init", init] if init else [])))
+                                                "--workers", str(workers)] + start))
         rc = [p.wait() for p in procs]
         if any(rc):
             sys.exit("training failed: %s" % rc)
@@ -181,7 +205,13 @@ def main():
     ocr.load_state_dict(ock["model"])
     det.load_state_dict(dck["model"])
     det_path, ocr_path = os.path.join(args.out, "detector.onnx"), os.path.join(args.out, "ocr.onnx")
-    det_ops, det_diff = export(det, (1, 1, DET_H, DET_W), det_path)
+    if args.init_onnx and dck["phases"] == committed_provenance(args.init_onnx, "detector"):
+        # not trained since that export: keep its file (a re-export differs only by rounding)
+        shutil.copy(os.path.join(args.init_onnx, "detector.onnx"), det_path)
+        det_ops = committed_provenance(args.init_onnx, "detector_ops")
+        print("detector: not trained in this phase, %s kept" % det_path, flush=True)
+    else:
+        det_ops, _ = export(det, (1, 1, DET_H, DET_W), det_path)
     ocr.eval()
     val_exact, val_n = synthetic_val(ocr, args.seed)
     print("synthetic validation exact: %.3f of %d" % (val_exact, val_n), flush=True)
@@ -211,9 +241,16 @@ def main():
             "license": "Apache-2.0",
         },
     }
-    with open(os.path.join(args.out, "manifest.json"), "w") as f:
-        json.dump(manifest, f, indent=2)
-        f.write("\n")
+    write_manifest(args.out, manifest)
+    if args.calibrate:
+        # precision: the detector threshold and the OCR floor that maximise exact - false on
+        # synthetic validation scenes (a false plate costs as much as a miss); never real photos
+        from calibrate import calibrate
+        cal = calibrate(args.out, args.calibrate)
+        manifest["detector"]["score_threshold"] = cal["score_threshold"]
+        manifest["ocr"]["min_confidence"] = cal["ocr_min_confidence"]
+        manifest["provenance"]["calibration"] = cal
+        write_manifest(args.out, manifest)
     print(json.dumps(manifest, indent=2), flush=True)
     make_samples(args.out, args.samples, args.seed)
     print("all done in %.1f min" % ((time.time() - t0) / 60), flush=True)

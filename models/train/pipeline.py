@@ -71,14 +71,17 @@ class Pipeline:
         alpha = o["alphabet"]
         chars = [(alpha[i], float(p[k, i])) for k, i in enumerate(idx) if alpha[i] != o["pad_char"]]
         text = "".join(c for c, _ in chars)
-        conf = float(np.prod([q for _, q in chars])) if chars else 0.0
+        conf = float(np.mean([q for _, q in chars])) if chars else 0.0  # as the Rust side: mean probability
         return text, conf
 
-    def recognize(self, img, max_plates=10, score_threshold=None):
+    def recognize(self, img, max_plates=10, score_threshold=None, min_confidence=None):
+        """Every box the detector finds whose read reaches the OCR's confidence floor."""
+        floor = self.m["ocr"].get("min_confidence", 0.0) if min_confidence is None else min_confidence
         res = []
         for (box, score) in self.detect(img, score_threshold)[:max_plates]:
             text, conf = self.read(img, box)
-            res.append((box, score, text, conf))
+            if conf >= floor:
+                res.append((box, score, text, conf))
         return res
 
 

@@ -147,13 +147,19 @@ def paste_text(img, text, font_name, box, color, rng, keep_aspect=False, stroke=
 
 # ---------------------------------------------------------------- plate text
 
-def _pattern_text(pattern, rng):
+# The look-alikes real plates are misread on (0/O/D/Q, 8/B, 1/I, 5/S, 2/Z, 6/G, W/M/H/N): a
+# share of plates draws its characters mostly from them, so the reader sees them side by side.
+CONFUSABLE_LETTERS = "OODDQBBIIWWMMHHNSZGUV"
+CONFUSABLE_DIGITS = "0008881115526"
+
+
+def _pattern_text(pattern, rng, confusable=False):
     out = []
     for p in pattern:
         if p == "L":
-            out.append(rng.choice(LETTERS))
+            out.append(rng.choice(CONFUSABLE_LETTERS if confusable and rng.random() < 0.6 else LETTERS))
         elif p == "N":
-            out.append(rng.choice(DIGITS))
+            out.append(rng.choice(CONFUSABLE_DIGITS if confusable and rng.random() < 0.6 else DIGITS))
         elif p == "A":
             out.append(rng.choice(LETTERS + DIGITS))
         else:
@@ -170,19 +176,21 @@ EU_PATTERNS = ["LL NNN LL", "LL NNNN", "LLL NNNN", "LN NNNNN", "LL NNNNN", "L NN
                "LL-NNNLL", "LL NNNLL", "NLN NNNN", "LLL NN-NN", "LL-NNN-LL", "NN-LLL-N", "LLL-NNN",
                "LL NNN-LL", "LLLNNNN", "LL-NNNN"]
 DE_PATTERNS = ["L LL NNN", "LL L NNNN", "LLL LL NNN", "L L NNNN", "LL LL NNN"]
-BR_PATTERNS = ["LLLNLNN", "LLL NLNN", "LLLNNNN", "LLL-NNNN"]
+# Brazil: Mercosur (since 2018) LLLNLNN, no separator; the older grey plates LLL-NNNN
+BR_PATTERNS = ["LLLNLNN", "LLLNLNN", "LLL-NNNN", "LLL-NNNN", "LLL NNNN"]
 
 
 def plate_text(style, rng):
+    confusable = rng.random() < 0.3
     if style == "us":
-        t = _pattern_text(rng.choice(US_PATTERNS), rng)
+        t = _pattern_text(rng.choice(US_PATTERNS), rng, confusable)
     elif style == "eu":
         if rng.random() < 0.3:
-            t = _pattern_text(rng.choice(DE_PATTERNS), rng)
+            t = _pattern_text(rng.choice(DE_PATTERNS), rng, confusable)
         else:
-            t = _pattern_text(rng.choice(EU_PATTERNS), rng)
+            t = _pattern_text(rng.choice(EU_PATTERNS), rng, confusable)
     else:
-        t = _pattern_text(rng.choice(BR_PATTERNS), rng)
+        t = _pattern_text(rng.choice(BR_PATTERNS), rng, confusable)
     label = "".join(c for c in t if c.isalnum())
     if not (4 <= len(label) <= 8):
         return plate_text(style, rng)
@@ -438,28 +446,98 @@ def render_eu(rng, text, label):
     return img
 
 
+BR_CITIES = [("SP", "SAO PAULO"), ("SP", "CAMPINAS"), ("SP", "SANTOS"), ("RJ", "RIO DE JANEIRO"),
+             ("RJ", "NITEROI"), ("MG", "BELO HORIZONTE"), ("MG", "UBERLANDIA"), ("PR", "CURITIBA"),
+             ("PR", "LONDRINA"), ("RS", "PORTO ALEGRE"), ("SC", "JOINVILLE"), ("SC", "FLORIANOPOLIS"),
+             ("BA", "SALVADOR"), ("DF", "BRASILIA"), ("PE", "RECIFE"), ("CE", "FORTALEZA"),
+             ("GO", "GOIANIA"), ("AM", "MANAUS"), ("ES", "VITORIA"), ("PA", "BELEM")]
+# narrow, DIN/FE-like faces: both Brazilian styles print condensed sans characters
+BR_FONTS = ["OSP-DIN.ttf", "OSP-DIN.ttf", "RobotoCondensed-Bold.ttf", "RobotoCondensed-Medium.ttf",
+            "DejaVuSansCondensed-Bold.ttf", "BebasNeue-Bold.otf", "routed-gothic-narrow.ttf"]
+
+
 def render_br(rng, text, label):
+    """Both Brazilian styles: Mercosur (LLLNLNN) or the older grey plate (LLL-NNNN)."""
+    if label[4].isalpha():
+        return render_br_mercosur(rng, text)
+    return render_br_grey(rng, text)
+
+
+def render_br_mercosur(rng, text):
+    """White plate, blue band with BRASIL, the Mercosur mark left and the flag right; the
+    characters black (private), red (commercial), green, blue or grey."""
     W, H = 240, 78
     img = Image.new("RGB", (W, H), (245 + rng.randint(-15, 10),) * 3)
     d = ImageDraw.Draw(img)
-    bh = int(H * rng.uniform(0.18, 0.24))
+    bh = int(H * rng.uniform(0.18, 0.26))
     blue = (0 + rng.randint(0, 30), 50 + rng.randint(-20, 30), 150 + rng.randint(-30, 40))
     d.rectangle([0, 0, W, bh], fill=blue)
-    paste_text(img, "BRASIL", "OSP-DIN.ttf", (W * 0.35, bh * 0.2, W * 0.3, bh * 0.65),
-               (255, 255, 255), rng, keep_aspect=True)
-    d.rectangle([0, 0, W - 1, H - 1], outline=(20, 20, 20), width=2)
-    ch = (H - bh) * rng.uniform(0.68, 0.8)
-    cy = bh + (H - bh - ch) / 2
-    tw = min(W * 0.88, ch * 0.62 * len(text))
-    paste_text(img, text, rng.choice(available(EU_FONTS)), ((W - tw) / 2, cy, tw, ch),
-               (15, 15, 15), rng)
+    paste_text(img, "BRASIL", rng.choice(["OSP-DIN.ttf", "DejaVuSans-Bold.ttf", "Roboto-Bold.ttf"]),
+               (W * 0.33, bh * 0.18, W * 0.34, bh * 0.66), (255, 255, 255), rng, keep_aspect=True)
+    if rng.random() < 0.85:  # Mercosur mark: a few white stars on a curve
+        for k in range(4):
+            sx, sy = bh * 0.4 + k * bh * 0.25, bh * (0.3 + 0.15 * math.sin(k))
+            d.ellipse([sx - 1, sy - 1, sx + 1, sy + 1], fill=(255, 255, 255))
+    if rng.random() < 0.85:  # flag: green, yellow diamond, blue disc
+        fx0, fy0, fw, fh = W - bh * 1.6, bh * 0.15, bh * 1.3, bh * 0.7
+        d.rectangle([fx0, fy0, fx0 + fw, fy0 + fh], fill=(0, 150, 60))
+        d.polygon([(fx0 + fw / 2, fy0 + 1), (fx0 + fw - 2, fy0 + fh / 2), (fx0 + fw / 2, fy0 + fh - 1),
+                   (fx0 + 2, fy0 + fh / 2)], fill=(250, 215, 0))
+        r = fh * 0.22
+        d.ellipse([fx0 + fw / 2 - r, fy0 + fh / 2 - r, fx0 + fw / 2 + r, fy0 + fh / 2 + r], fill=(30, 40, 130))
+    d.rectangle([0, 0, W - 1, H - 1], outline=(20, 20, 20), width=rng.randint(1, 3))
+    ch = (H - bh) * rng.uniform(0.66, 0.8)
+    cy = bh + (H - bh - ch) / 2 + rng.uniform(-0.03, 0.03) * H
+    tw = min(W * 0.9, ch * rng.uniform(0.55, 0.68) * len(text))
+    col = rng.choice([(15, 15, 15)] * 6 + [(170, 20, 25), (170, 20, 25), (20, 100, 40), (20, 50, 140),
+                                             (110, 110, 110)])
+    if rng.random() < 0.25:  # small QR code at the left, below the band
+        q = int(ch * 0.4)
+        x0, y0 = 5, int(bh + 3)
+        for i in range(5):
+            for j in range(5):
+                if rng.random() < 0.5:
+                    d.rectangle([x0 + i * q / 5, y0 + j * q / 5, x0 + (i + 1) * q / 5, y0 + (j + 1) * q / 5],
+                                fill=(20, 20, 20))
+    paste_text(img, text, rng.choice(available(BR_FONTS)), ((W - tw) / 2, cy, tw, ch), col, rng)
+    return img
+
+
+def render_br_grey(rng, text):
+    """The older Brazilian plate: grey (private) or red (commercial), black or white characters,
+    a band above them with the state and city in small type that is never part of the read."""
+    W, H = 240, 78
+    red = rng.random() < 0.15
+    g = rng.randint(150, 195)
+    bg = (185 + rng.randint(-20, 20), 30, 35) if red else (g, g + rng.randint(-4, 4), g + rng.randint(-3, 8))
+    tcol = (240, 240, 240) if red else (20 + rng.randint(0, 25),) * 3
+    img = Image.new("RGB", (W, H), bg)
+    d = ImageDraw.Draw(img)
+    d.rectangle([0, 0, W - 1, H - 1], outline=(30, 30, 30), width=rng.randint(1, 3))
+    uf, city = rng.choice(BR_CITIES)
+    bh = H * rng.uniform(0.17, 0.24)
+    if rng.random() < 0.8:
+        city_text = rng.choice(["%s - %s" % (uf, city), "%s-%s" % (uf, city), city])
+        tw_c = min(W * 0.7, bh * 0.62 * len(city_text))
+        paste_text(img, city_text, rng.choice(available(SMALL_FONTS)), ((W - tw_c) / 2, bh * 0.15, tw_c, bh * 0.7),
+                   tcol, rng, keep_aspect=True)
+    if rng.random() < 0.5:  # the line under the band
+        d.line([(4, bh + 1), (W - 5, bh + 1)], fill=tcol, width=1)
+    for bx in (W * 0.2, W * 0.8):  # bolts, often in the band
+        if rng.random() < 0.6:
+            r = rng.uniform(2, 4)
+            d.ellipse([bx - r, bh / 2 - r, bx + r, bh / 2 + r], fill=(120, 120, 125), outline=(60, 60, 60))
+    ch = (H - bh) * rng.uniform(0.66, 0.82)
+    cy = bh + (H - bh - ch) / 2 + rng.uniform(-0.03, 0.03) * H
+    tw = min(W * 0.92, ch * rng.uniform(0.5, 0.62) * len(text))
+    paste_text(img, text, rng.choice(available(BR_FONTS)), ((W - tw) / 2, cy, tw, ch), tcol, rng)
     return img
 
 
 def render_plate(rng, style=None):
     if style is None:
         r = rng.random()
-        style = "us" if r < 0.6 else ("eu" if r < 0.9 else "br")
+        style = "us" if r < 0.57 else ("eu" if r < 0.85 else "br")
     text, label = plate_text(style, rng)
     img = {"us": render_us, "eu": render_eu, "br": render_br}[style](rng, text, label)
     return img, label, style
@@ -816,11 +894,47 @@ def background(rng, W, H, cars=2):
 
 # ---------------------------------------------------------------- samples
 
-def ocr_sample(rng, W=128, H=32, style=None, hard=1.0):
+SHOP_WORDS = ["PIZZA", "Pharmacy", "OPEN", "HOTEL", "Bakery", "CAFE", "GARAGE", "Bar", "SALE", "EXIT",
+              "DINER", "Motel", "TIRES", "WASH", "LIQUOR", "Deli", "BANK", "Police", "TAXI", "SCHOOL BUS",
+              "Apotheke", "Tabac", "FARMACIA", "Padaria", "ALUGA-SE", "Sorveteria", "Zimmer frei"]
+
+
+def negative_patch(rng):
+    """What a detector mistakes for a plate, at plate size: grilles, fences, brick, foliage, car
+    body with lights and badges, shop signs and stickers (words, not plates). Read as nothing."""
+    W, H = rng.randint(180, 280), rng.randint(50, 90)
+    img = Image.new("RGB", (W, H), rand_color(rng))
+    d = ImageDraw.Draw(img)
+    k = rng.random()
+    if k < 0.45:
+        for _ in range(rng.randint(1, 3)):
+            draw_clutter(img, rng, W, H)
+    elif k < 0.7:  # car body: lights, badge, bumper edges
+        for _ in range(rng.randint(1, 3)):
+            x, y = rng.uniform(0, W), rng.uniform(0, H)
+            w, h = rng.uniform(20, 120), rng.uniform(6, 40)
+            d.rectangle([x, y, x + w, y + h], fill=rng.choice([(180, 20, 20), (240, 240, 220), (30, 30, 30),
+                                                                (200, 120, 20), rand_color(rng)]))
+        if rng.random() < 0.5:
+            d.ellipse([W * 0.4, H * 0.3, W * 0.6, H * 0.7], outline=(200, 200, 200), width=2)
+    else:  # sign or sticker text that is no plate
+        word = rng.choice(SHOP_WORDS + SLOGANS + STATES)
+        paste_text(img, word, rng.choice(available(SMALL_FONTS)), (W * 0.05, H * 0.2, W * 0.9, H * 0.6),
+                   rand_color(rng), rng, keep_aspect=rng.random() < 0.5)
+    if rng.random() < 0.3:
+        draw_distractor(img, d, rng, W, H)
+    return img
+
+
+def ocr_sample(rng, W=128, H=32, style=None, hard=1.0, negative=0.0):
     """A plate crop as the detector would deliver it: (float32 [H,W] grey, label).
 
-    hard in [0,1] scales the degradations (curriculum: training starts with clean crops)."""
-    plate, label, style = render_plate(rng, style)
+    hard in [0,1] scales the degradations (curriculum: training starts with clean crops).
+    negative: the share of crops that hold no plate (negative_patch), labelled "" (read nothing)."""
+    if negative and rng.random() < negative:
+        plate, label = negative_patch(rng), ""
+    else:
+        plate, label, style = render_plate(rng, style)
     if rng.random() < hard:
         plate = plate_effects(plate, rng)
     pw, ph = plate.size
@@ -861,10 +975,13 @@ def ocr_sample(rng, W=128, H=32, style=None, hard=1.0):
     return a, label
 
 
-def scene_sample(rng, W=416, H=320, max_plates=4, empty_prob=0.1, min_w=16, max_w=420):
+def scene_sample(rng, W=416, H=320, max_plates=4, empty_prob=0.1, min_w=16, max_w=420, labels=False,
+                 letterbox=True):
     """A road scene at model-input scale (already resized as the Rust side does).
 
-    Returns (float32 [H,W] grey, list of boxes (x, y, w, h) in pixels)."""
+    Returns (float32 [H,W] grey, list of boxes (x, y, w, h) in pixels), and with labels=True
+    also the plate texts, one per box (calibrate.py). letterbox: pad bands as the Rust side's
+    resize leaves them (model input); off for full-resolution frames."""
     img, _ = background(rng, W, H, cars=rng.randint(0, 2))
     d = ImageDraw.Draw(img)
     n = 0 if rng.random() < empty_prob else rng.choice([1, 1, 2, 2, 3, max_plates])
@@ -876,9 +993,10 @@ def scene_sample(rng, W=416, H=320, max_plates=4, empty_prob=0.1, min_w=16, max_
         if rng.random() < 0.35:  # favour the small plates of real roadside photos
             pw = math.exp(rng.uniform(math.log(min_w), math.log(80)))
         pw = min(pw, W * 0.9)
-        specs.append((plate, pw, rng.uniform(pw * 0.55, W - pw * 0.55), rng.uniform(0, H), rng.random() < 0.75))
+        specs.append((plate, pw, rng.uniform(pw * 0.55, W - pw * 0.55), rng.uniform(0, H), rng.random() < 0.75,
+                      label))
     # vehicles carrying the plates (drawn first, big ones behind)
-    for plate, pw, cx, cy, on_car in sorted(specs, key=lambda s: -s[1]):
+    for plate, pw, cx, cy, on_car, _ in sorted(specs, key=lambda s: -s[1]):
         if on_car:
             cw = pw * rng.uniform(3.5, 6.0)
             ch = cw * rng.uniform(0.5, 0.9)
@@ -886,8 +1004,8 @@ def scene_sample(rng, W=416, H=320, max_plates=4, empty_prob=0.1, min_w=16, max_
             draw_car(img, d, rng, cx - cw * fx, cy - ch * fy, cw, ch, rand_color(rng), plate_at=(fx, fy))
     for _ in range(rng.randint(0, 6)):
         draw_distractor(img, d, rng, W, H)
-    boxes = []
-    for plate, pw, cx, cy, on_car in specs:
+    boxes, texts = [], []
+    for plate, pw, cx, cy, on_car, label in specs:
         ar = plate.width / plate.height
         sc = pw / plate.width
         quad = random_quad(rng, plate.width * sc, plate.height * sc, rng.uniform(0.2, 1.0))
@@ -903,6 +1021,7 @@ def scene_sample(rng, W=416, H=320, max_plates=4, empty_prob=0.1, min_w=16, max_
             plate = plate.resize((max(8, int(plate.width * sc * 1.5)), max(4, int(plate.height * sc * 1.5))),
                                  Image.BILINEAR)
         boxes.append(warp_onto(img, plate, quad))
+        texts.append(label)
     img = blur_pil(img, rng, 0.7)
     if rng.random() < 0.5:
         img = jpeg(img, rng, 25, 90)
@@ -911,12 +1030,14 @@ def scene_sample(rng, W=416, H=320, max_plates=4, empty_prob=0.1, min_w=16, max_
     a = add_noise(a, rng, rng.uniform(0, 0.04))
     # letterbox padding as the Rust side does for other aspect ratios (pad = 0.5)
     r = rng.random()
-    if r < 0.15:
+    if r < 0.15 and letterbox:
         a[int(H * rng.uniform(0.75, 1.0)):, :] = 0.5
-    elif r < 0.3:
+    elif r < 0.3 and letterbox:
         a[:, int(W * rng.uniform(0.7, 1.0)):] = 0.5
-    boxes = [b for b in boxes if b[0] + b[2] / 2 < W and b[1] + b[3] / 2 < H]
-    return a, boxes
+    keep = [k for k, b in enumerate(boxes) if b[0] + b[2] / 2 < W and b[1] + b[3] / 2 < H]
+    if labels:
+        return a, [boxes[k] for k in keep], [texts[k] for k in keep]
+    return a, [boxes[k] for k in keep]
 
 
 def _iou(a, b):

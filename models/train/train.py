@@ -35,7 +35,8 @@ class OcrData(Dataset):
     def __getitem__(self, i):
         i += self.offset
         hard = min(1.0, 0.2 + i / 40000.0)  # curriculum: clean crops first
-        a, label = synth.ocr_sample(synth.sample_rng(self.seed, i), OCR_W, OCR_H, hard=hard)
+        # a few crops without a plate, read as nothing: what the detector's false boxes look like
+        a, label = synth.ocr_sample(synth.sample_rng(self.seed, i), OCR_W, OCR_H, hard=hard, negative=0.06)
         y = np.full(SLOTS, len(ALPHABET) - 1, np.int64)
         for k, c in enumerate(label[:SLOTS]):
             y[k] = ALPHABET.index(c)
@@ -129,6 +130,8 @@ def main():
     ap.add_argument("--batch", type=int, default=0)
     ap.add_argument("--lr", type=float, default=0)
     ap.add_argument("--init", default="", help="start from this checkpoint (second training phase)")
+    ap.add_argument("--init-onnx", default="", help="start from this committed ONNX export (onnx_init.py; "
+                    "its phases come from the manifest.json beside it)")
     ap.add_argument("--index-offset", type=int, default=0, help="first sample index (new data, curriculum done)")
     ap.add_argument("--device", default="auto", help="cpu, cuda or auto (cuda when available)")
     args = ap.parse_args()
@@ -138,8 +141,12 @@ def main():
     dev = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
                        "cpu" if args.device == "auto" else args.device)
     init, phases = None, []  # phases: every training phase that led to these weights, for the manifest
-    if args.init:
-        init = torch.load(args.init, map_location="cpu")
+    if args.init or args.init_onnx:
+        if args.init_onnx:
+            import onnx_init
+            init = onnx_init.checkpoint(args.init_onnx, args.task)
+        else:
+            init = torch.load(args.init, map_location="cpu")
         phases = init["phases"]
         if not args.index_offset:  # each later phase draws samples no earlier phase drew
             args.index_offset = 10 ** 7 * len(phases)

@@ -476,6 +476,7 @@ fn semantic_checks_report_key_and_line() {
             "recognition.plate_formats",
             2,
         ),
+
         ("[tracking]\nmin_confidence = 2.0", "tracking.min_confidence", 2),
         ("[location]\nlat = 91.0\nlon = 0.0", "location.lat", 2),
         ("[logging]\nlevel = \"platecam=loud\"", "logging.level", 2),
@@ -683,4 +684,29 @@ fn privacy_retention_can_be_off_only_when_written_and_not_shorter_than_a_key_per
     assert_eq!(keys_lines(&ps), vec![("privacy.max_age", Some(2))]);
     let ps = problems("[privacy]\nmax_age = 72\n");
     assert_eq!(ps[0].key, "privacy.max_age", "{ps:?}");
+}
+
+/// Region presets (issue 9) load; an unknown one is named with its key and line, and the
+/// message lists the presets there are.
+#[test]
+fn region_presets_load_and_an_unknown_one_is_refused_with_key_and_line() {
+    let c = load_str(
+        "[recognition]\nplate_formats = [\"br\", \"sk\", \"DE\", \"nl\", \"LLNNNLL\"]\n",
+        "t.toml",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let formats = c.recognition.map(|r| r.plate_formats).unwrap_or_default();
+    assert_eq!(formats.len(), 5);
+    let ps = problems("[recognition]\ngate = true\nplate_formats = [\"sk\", \"xx\"]\n");
+    let p = ps
+        .iter()
+        .find(|p| p.key == "recognition.plate_formats")
+        .unwrap_or_else(|| panic!("no plate_formats problem in {ps:#?}"));
+    assert_eq!(p.line, Some(3));
+    assert!(p.message.contains("`xx`"), "{}", p.message);
+    assert!(
+        p.message.contains("br") && p.message.contains("sk"),
+        "{}",
+        p.message
+    );
 }

@@ -281,7 +281,8 @@ pub(super) fn static_checks(c: &Config, lines: &KeyLines) -> Vec<Problem> {
             bad(
                 "recognition.plate_formats",
                 format!(
-                    "`{entry}` is neither a preset (eu) nor a pattern of L, N and A (at most 12)"
+                    "`{entry}` is neither a preset ({}) nor a pattern of L, N and A (at most 12)",
+                    crate::recognize::preset_names().join(", ")
                 ),
             );
         }

@@ -39,16 +39,90 @@ const LOOK_ALIKES: [(char, char); 8] = [
     ('G', '6'),
 ];
 
-/// Common formats of EU countries (letters L, digits N, either A), without separators:
-/// FR/IT/SK/HR `LLNNNLL`, ES `NNNNLLL`, CZ `NLANNNN`, PL/DK `LLNNNNN`, PL `LLLNNNN`,
-/// BE `NLLLNNN`, RO `LLNNLLL` and `LNNLLL`, SE/FI/HU/LT `LLLNNN`, SE `LLLNNL`, BG/HR
-/// `LLNNNNLL`, HU `LLLLNNN`; and Germany's district letters then digits (2-5 letters, 1-4
-/// digits). Formats overlap (a Romanian `LLNNLLL` read is left alone where a Slovak plate meant
-/// `LLNNNLL`): a unit that knows its country does better listing that country's patterns.
-const EU: &[&str] = &[
-    "LLNNNLL", "NNNNLLL", "NLANNNN", "LLNNNNN", "LLLNNNN", "NLLLNNN", "LLNNLLL", "LNNLLL",
-    "LLLNNN", "LLLNNL", "LLNNNNLL", "LLLLNNN",
+/// Region presets: the current standard series of each country (and older series still common
+/// on the road), letters L, digits N, either A, separators dropped. Special, diplomatic,
+/// personalised and most motorcycle series are left out: they fit no preset and are only
+/// changed where a look-alike swap makes them fit one. Germany (`de`) is generated: 1-3
+/// district letters, 1-2 letters, 1-4 digits ([`german`]).
+const PRESETS: &[(&str, &[&str])] = &[
+    // Brazil: the older grey plates LLL-NNNN and Mercosur (since 2018) LLLNLNN
+    ("br", &["LLLNNNN", "LLLNLNN"]),
+    // Belgium: 1-ABC-123 (since 2010), ABC-123 (1973-2010)
+    ("be", &["NLLLNNN", "LLLNNN"]),
+    ("bg", &["LLNNNNLL", "LNNNNLL"]),
+    // Czechia: 1A2 3456 (third character a letter or a digit)
+    ("cz", &["NLANNNN"]),
+    ("de", &[]),
+    ("dk", &["LLNNNNN"]),
+    // Spain: 1234 BCD (since 2000), provincial series before it
+    (
+        "es",
+        &["NNNNLLL", "LNNNNLL", "LLNNNNLL", "LNNNNL", "LLNNNNL"],
+    ),
+    ("fi", &["LLLNNN", "LLLNN", "LLNNN"]),
+    // France: AB-123-CD (SIV, since 2009), 123 ABC 45 / 1234 AB 45 (FNI, before it)
+    ("fr", &["LLNNNLL", "NNNLLLNN", "NNNNLLNN", "NNNLLNN"]),
+    ("gb", &["LLNNLLL"]),
+    ("hr", &["LLNNNLL", "LLNNNNLL", "LLNNNL", "LLNNNNL"]),
+    ("hu", &["LLLNNN", "LLLLNNN"]),
+    ("it", &["LLNNNLL"]),
+    ("lt", &["LLLNNN"]),
+    // the Netherlands: the sidecodes 1-14 (6 characters in 3 groups)
+    (
+        "nl",
+        &[
+            "LLNNNN", "NNNNLL", "NNLLNN", "LLNNLL", "LLLLNN", "NNLLLL", "NNLLLN", "NLLLNN",
+            "LLNNNL", "LNNNLL", "LLLNNL", "LNNLLL", "NLLNNN", "NNNLLN",
+        ],
+    ),
+    // Poland: 2-letter district + NNNNN, NNNNL, NNNLL, NLNNN, NLLNN; 3-letter + LNNN, NNLL,
+    // NLNN, NNLN, NLLN, LLNN, NNNN, NNNNN, NNNNL, NNNLL
+    (
+        "pl",
+        &[
+            "LLNNNNN", "LLNNNNL", "LLNNNLL", "LLNLNNN", "LLNLLNN", "LLLLNNN", "LLLNNLL", "LLLNLNN",
+            "LLLNNLN", "LLLNLLN", "LLLLLNN", "LLLNNNN", "LLLNNNNN", "LLLNNNNL", "LLLNNNLL",
+        ],
+    ),
+    ("pt", &["LLNNLL", "NNLLNN", "LLNNNN", "NNNNLL"]),
+    // Romania: county + 2 digits + 3 letters; Bucharest B + 2-3 digits + 3 letters
+    ("ro", &["LLNNLLL", "LNNLLL", "LNNNLLL"]),
+    ("se", &["LLLNNN", "LLLNNL"]),
+    ("sk", &["LLNNNLL"]),
 ];
+
+/// The countries whose union is the `eu` preset (`gb` and `br` are not in it).
+const EU_COUNTRIES: &[&str] = &[
+    "be", "bg", "cz", "de", "dk", "es", "fi", "fr", "hr", "hu", "it", "lt", "nl", "pl", "pt", "ro",
+    "se", "sk",
+];
+
+/// The formats of a preset name (case-insensitive), `None` when there is no such preset.
+fn preset(name: &str) -> Option<Vec<Vec<Class>>> {
+    let name = name.to_ascii_lowercase();
+    if name == "eu" {
+        let mut all: Vec<Vec<Class>> = Vec::new();
+        for f in EU_COUNTRIES.iter().filter_map(|c| preset(c)).flatten() {
+            if !all.contains(&f) {
+                all.push(f);
+            }
+        }
+        return Some(all);
+    }
+    let (_, patterns) = PRESETS.iter().find(|(n, _)| *n == name)?;
+    let mut formats: Vec<Vec<Class>> = patterns.iter().filter_map(|p| pattern(p)).collect();
+    if name == "de" {
+        formats.extend(german());
+    }
+    Some(formats)
+}
+
+/// The preset names `recognition.plate_formats` accepts.
+pub fn preset_names() -> Vec<&'static str> {
+    std::iter::once("eu")
+        .chain(PRESETS.iter().map(|(n, _)| *n))
+        .collect()
+}
 
 /// A set of plate formats, from `recognition.plate_formats`.
 #[derive(Debug, Clone, Default)]
@@ -57,16 +131,20 @@ pub struct FormatPrior {
 }
 
 impl FormatPrior {
-    /// Entries are preset names (`eu`) or patterns of `L` (letter), `N` (digit) and `A` (either).
-    /// Returns the first entry that is neither.
+    /// Entries are preset names ([`preset_names`]; a name wins over a pattern spelt the same,
+    /// e.g. `nl`) or patterns of `L` (letter), `N` (digit) and `A` (either). Returns the first
+    /// entry that is neither.
     pub fn parse(entries: &[String]) -> Result<FormatPrior, String> {
         let mut formats = Vec::new();
         for e in entries {
-            if e.eq_ignore_ascii_case("eu") {
-                formats.extend(EU.iter().map(|p| pattern(p).unwrap_or_default()));
-                formats.extend(german());
-            } else {
-                formats.push(pattern(e).ok_or_else(|| e.clone())?);
+            let more = match preset(e) {
+                Some(p) => p,
+                None => vec![pattern(e).ok_or_else(|| e.clone())?],
+            };
+            for f in more {
+                if !formats.contains(&f) {
+                    formats.push(f);
+                }
             }
         }
         Ok(FormatPrior { formats })
@@ -260,6 +338,68 @@ mod tests {
         let mut t = read("RK2KKAR", &[(3, '7')]);
         assert!(!prior.apply(&mut t));
         assert_eq!(t.text, "RK2KKAR");
+    }
+
+    /// Per preset: a read with one look-alike wrong becomes the plate, a plate that fits stays.
+    #[test]
+    fn each_preset_fixes_its_look_alikes_and_keeps_its_plates() {
+        let cases: &[(&str, &str, usize, char, &str)] = &[
+            // (preset, misread, slot, the OCR's second choice there, expected)
+            ("br", "A8C1234", 1, 'B', "ABC1234"),
+            ("br", "8RA2E19", 0, 'B', "BRA2E19"),
+            ("br", "RI02345", 2, 'O', "RIO2345"),
+            ("be", "IABC123", 0, '1', "1ABC123"),
+            ("bg", "CA1234A8", 7, 'B', "CA1234AB"),
+            ("cz", "IB80338", 0, '1', "1B80338"),
+            ("de", "K0B123", 1, 'O', "KOB123"),
+            ("dk", "A812345", 1, 'B', "AB12345"),
+            ("es", "I234BCD", 0, '1', "1234BCD"),
+            ("fi", "A8C123", 1, 'B', "ABC123"),
+            ("fr", "AB12SCD", 4, '5', "AB125CD"),
+            ("gb", "A812CDE", 1, 'B', "AB12CDE"),
+            ("hr", "ZG12S4AB", 4, '5', "ZG1254AB"),
+            ("hu", "A8C123", 1, 'B', "ABC123"),
+            ("it", "FA8I2CD", 3, '1', "FA812CD"),
+            ("lt", "A8C123", 1, 'B', "ABC123"),
+            ("nl", "I2ABC3", 0, '1', "12ABC3"),
+            ("pl", "8S47040", 0, 'B', "BS47040"),
+            ("pt", "AA0OAA", 3, '0', "AA00AA"),
+            ("ro", "CJI2ABC", 2, '1', "CJ12ABC"),
+            ("se", "A8C123", 1, 'B', "ABC123"),
+            ("sk", "RK8I6AB", 3, '1', "RK816AB"),
+        ];
+        for &(name, misread, slot, alt, want) in cases {
+            let prior = FormatPrior::parse(&[name.into()]).expect("a preset");
+            let mut t = read(misread, &[(slot, alt)]);
+            assert!(prior.apply(&mut t), "{name}: {misread} left alone");
+            assert_eq!(t.text, want, "{name}");
+            let mut t = read(want, &[]);
+            assert!(!prior.apply(&mut t), "{name}: {want} fits and stays");
+        }
+        assert_eq!(
+            preset_names().len(),
+            cases
+                .iter()
+                .map(|c| c.0)
+                .collect::<std::collections::BTreeSet<_>>()
+                .len()
+                + 1,
+            "a case for every preset but eu"
+        );
+    }
+
+    #[test]
+    fn eu_is_the_union_of_the_eu_countries() {
+        let eu = FormatPrior::parse(&["EU".into()]).expect("eu");
+        for c in EU_COUNTRIES {
+            let country = FormatPrior::parse(&[(*c).into()]).expect("a preset");
+            assert!(!country.formats.is_empty(), "{c}");
+            for f in &country.formats {
+                assert!(eu.formats.contains(f), "{c}: {f:?} not in eu");
+            }
+        }
+        let br = FormatPrior::parse(&["br".into()]).expect("br");
+        assert_eq!(br.formats.len(), 2, "Brazil is no part of eu");
     }
 
     #[test]

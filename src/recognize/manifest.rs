@@ -64,6 +64,11 @@ pub struct OcrEntry {
     pub slots: usize,
     /// Fraction of the box width/height added on each side before cropping.
     pub crop_margin: f32,
+    /// A detector box whose read has a lower confidence (mean character probability) is no
+    /// plate: calibrated with the detector's `score_threshold` on synthetic scenes
+    /// (models/train/calibrate.py). 0 (absent): every box is kept.
+    #[serde(default)]
+    pub min_confidence: f32,
 }
 
 impl Manifest {
@@ -127,6 +132,12 @@ impl Manifest {
         }
         if m.ocr.slots == 0 {
             return Err(bad("ocr.slots", "must be at least 1".into()));
+        }
+        if !(0.0..1.0).contains(&m.ocr.min_confidence) {
+            return Err(bad(
+                "ocr.min_confidence",
+                format!("{} is outside 0..1", m.ocr.min_confidence),
+            ));
         }
         Ok(m)
     }

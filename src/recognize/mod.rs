@@ -28,7 +28,7 @@ use image::RgbImage;
 
 use crate::config::{ModelConfig, ModelFormat, RecognitionConfig};
 use detector::Detector;
-pub use formats::FormatPrior;
+pub use formats::{preset_names, FormatPrior};
 use ocr::Ocr;
 
 /// Everything that can go wrong loading or running the models, with what it takes to fix it.
@@ -164,18 +164,21 @@ impl Recognizer {
         let start = Instant::now();
         let boxes = self.detector.detect(img)?;
         let detected = Instant::now();
-        let detections = boxes
-            .into_iter()
-            .map(|bbox| {
-                let r = self.ocr.crop_rect(&bbox, img.width(), img.height());
-                let mut text = self.ocr.read(img, r)?;
-                self.formats.apply(&mut text);
-                let crop =
-                    image::imageops::crop_imm(img, r.x as u32, r.y as u32, r.w as u32, r.h as u32)
-                        .to_image();
-                Ok(Detection { bbox, text, crop })
-            })
-            .collect::<Result<Vec<_>, RecognizeError>>()?;
+        let mut detections = Vec::with_capacity(boxes.len());
+        for bbox in boxes {
+            let r = self.ocr.crop_rect(&bbox, img.width(), img.height());
+            let mut text = self.ocr.read(img, r)?;
+            self.formats.apply(&mut text);
+            // a box the OCR cannot read with confidence is no plate (calibrated with the
+            // detector's threshold: models/README.md, "Precision")
+            if !self.ocr.is_plate(&text) {
+                continue;
+            }
+            let crop =
+                image::imageops::crop_imm(img, r.x as u32, r.y as u32, r.w as u32, r.h as u32)
+                    .to_image();
+            detections.push(Detection { bbox, text, crop });
+        }
         let end = Instant::now();
         let ms = |a: Instant, b: Instant| (b - a).as_secs_f64() * 1e3;
         let timings = Timings {

@@ -21,6 +21,8 @@ pub struct Ocr {
     pad: char,
     slots: usize,
     crop_margin: f32,
+    /// Reads under this confidence are no plate (our manifest's `ocr.min_confidence`).
+    min_confidence: f32,
 }
 
 impl Ocr {
@@ -37,6 +39,7 @@ impl Ocr {
             pad: o.pad_char,
             slots: o.slots,
             crop_margin: o.crop_margin,
+            min_confidence: o.min_confidence,
         })
     }
 
@@ -74,6 +77,7 @@ impl Ocr {
             slots: c.max_plate_slots,
             // fast-alpr feeds the detector's box as is.
             crop_margin: 0.0,
+            min_confidence: 0.0,
         })
     }
 
@@ -95,6 +99,11 @@ impl Ocr {
             w: x1 - x0,
             h: y1 - y0,
         }
+    }
+
+    /// Whether a detector box read as `t` counts as a plate (the model's confidence floor).
+    pub fn is_plate(&self, t: &PlateText) -> bool {
+        t.confidence >= self.min_confidence
     }
 
     /// Reads `region` of `img`.
