@@ -234,3 +234,54 @@ fn bench_prints_sane_json_for_a_replay_without_broker_or_outbox() {
     assert!(num("cpu_percent_total") > 0.0, "{r}");
     assert!(!state.exists(), "bench wrote to the storage folder");
 }
+
+/// Issue 10's memory goal: resident memory under 100 MB on a busy 1080p replay (every frame a
+/// new photo) with the default recognition settings. glibc kept freed tract buffers in its heap
+/// (112-140 MB here) until `main` fixed its mmap threshold and arenas.
+#[test]
+fn a_busy_1080p_replay_stays_under_100_mb_resident() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let photos = dir.path().join("photos");
+    std::fs::create_dir(&photos).expect("photo folder");
+    for entry in std::fs::read_dir(SAMPLES).expect("samples/") {
+        let path = entry.expect("sample").path();
+        if path.extension().is_some_and(|e| e == "jpg") {
+            let photo = image::open(&path).expect("sample photo").to_rgb8();
+            let big =
+                image::imageops::resize(&photo, 1920, 1080, image::imageops::FilterType::Triangle);
+            big.save(photos.join(path.file_name().expect("name")))
+                .expect("write 1080p photo");
+        }
+    }
+    let config = dir.path().join("bench.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[device]\nid = \"bench\"\n\n[[camera]]\nname = \"lane1\"\nsource = \"replay://{}\"\n\
+             loop = true\nfps = 120\nhold_frames = 1\ngap_frames = 0\n\n\
+             [mqtt]\nurl = \"mqtt://127.0.0.1:1\"\n\n[storage]\ndir = \"{}\"\n",
+            photos.display(),
+            dir.path().join("state").display()
+        ),
+    )
+    .expect("write config");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_platecam"))
+        .args(["bench", "--seconds", "8", "--json", "--config"])
+        .arg(&config)
+        // The process's own settings are under test, not the caller's.
+        .env_remove("MALLOC_MMAP_THRESHOLD_")
+        .env_remove("MALLOC_ARENA_MAX")
+        .output()
+        .expect("run platecam bench");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: serde_json::Value = serde_json::from_str(stdout.trim()).expect("one JSON object");
+    let runs = r["detector_runs"].as_f64().expect("detector_runs");
+    assert!(runs >= 4.0, "too few frames to load the heap: {r}");
+    let peak = r["peak_rss_mb"].as_f64().expect("peak_rss_mb");
+    assert!(peak < 100.0, "peak resident memory {peak:.0} MB: {r}");
+}
