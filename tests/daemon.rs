@@ -6,6 +6,7 @@ mod support;
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
+use nix::sys::signal::Signal;
 use sha2::{Digest, Sha256};
 use support::daemon::{platecam, samples, Daemon, RunConfig};
 use support::mosquitto::{Mosquitto, Received, Subscriber};
@@ -449,26 +450,8 @@ async fn a_camera_absent_at_start_is_reported_and_waited_for() {
         }
     }
     assert_eq!(state.as_deref(), Some("reconnecting"));
-    let pid = nix::unistd::Pid::from_raw(daemon.child.id() as i32);
-    // `systemctl reload` sends SIGHUP; with no hotlist configured it must not stop the unit.
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP).expect("SIGHUP");
-    let heard = daemon.wait_for(
-        |lines| lines.iter().any(|l| l.contains("SIGHUP")),
-        Duration::from_secs(10),
-    );
-    assert!(
-        heard && daemon.child.try_wait().ok().flatten().is_none(),
-        "still running after SIGHUP: {:#?}",
-        daemon.lines()
-    );
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
-    let status = daemon.wait_exit(Duration::from_secs(30));
-    assert_eq!(
-        status.and_then(|s| s.code()),
-        Some(0),
-        "{:#?}",
-        daemon.lines()
-    );
+    daemon.signal(Signal::SIGTERM);
+    daemon.assert_exits_0(Duration::from_secs(30));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -488,9 +471,8 @@ async fn sighup_is_harmless_and_sigterm_drains_and_exits_0() {
         Duration::from_secs(120),
     );
     assert!(reading, "{:#?}", daemon.lines());
-    let pid = nix::unistd::Pid::from_raw(daemon.child.id() as i32);
     // `systemctl reload` sends SIGHUP; with no hotlist configured it must not stop the unit.
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP).expect("SIGHUP");
+    daemon.signal(Signal::SIGHUP);
     let heard = daemon.wait_for(
         |lines| lines.iter().any(|l| l.contains("SIGHUP")),
         Duration::from_secs(10),
@@ -500,14 +482,8 @@ async fn sighup_is_harmless_and_sigterm_drains_and_exits_0() {
         "still running after SIGHUP: {:#?}",
         daemon.lines()
     );
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
-    let status = daemon.wait_exit(Duration::from_secs(30));
-    assert_eq!(
-        status.and_then(|s| s.code()),
-        Some(0),
-        "{:#?}",
-        daemon.lines()
-    );
+    daemon.signal(Signal::SIGTERM);
+    daemon.assert_exits_0(Duration::from_secs(30));
 
     let accepted = daemon.accepted_ids();
     let mut msgs = collect_reads(&mut sub, accepted.len(), Duration::from_secs(5)).await;

@@ -180,25 +180,38 @@ fn a_static_scene_runs_the_detector_only_on_the_full_checks() {
     assert!(out.reads.is_empty());
 }
 
-#[test]
-fn bench_prints_sane_json_for_a_replay_without_broker_or_outbox() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let state = dir.path().join("state");
-    let config = dir.path().join("bench.toml");
-    // The broker's port is closed and the storage folder is never created: bench needs neither.
+/// Writes a bench config for a looping replay of `photos` (each held `hold_frames` frames at
+/// 120 fps, broker port closed) and returns what `platecam bench --json` printed. The process's
+/// own malloc settings are under test, not the caller's: the environment's are removed.
+fn bench_json(
+    config: &Path,
+    photos: &Path,
+    hold_frames: u32,
+    state: &Path,
+    seconds: u32,
+) -> serde_json::Value {
     std::fs::write(
-        &config,
+        config,
         format!(
-            "[device]\nid = \"bench\"\n\n[[camera]]\nname = \"lane1\"\nsource = \"replay://{SAMPLES}\"\n\
-             loop = true\nfps = 120\nhold_frames = 2\ngap_frames = 0\n\n\
+            "[device]\nid = \"bench\"\n\n[[camera]]\nname = \"lane1\"\nsource = \"replay://{}\"\n\
+             loop = true\nfps = 120\nhold_frames = {hold_frames}\ngap_frames = 0\n\n\
              [mqtt]\nurl = \"mqtt://127.0.0.1:1\"\n\n[storage]\ndir = \"{}\"\n",
+            photos.display(),
             state.display()
         ),
     )
     .expect("write config");
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_platecam"))
-        .args(["bench", "--seconds", "3", "--json", "--config"])
-        .arg(&config)
+        .args([
+            "bench",
+            "--seconds",
+            &seconds.to_string(),
+            "--json",
+            "--config",
+        ])
+        .arg(config)
+        .env_remove("MALLOC_MMAP_THRESHOLD_")
+        .env_remove("MALLOC_ARENA_MAX")
         .output()
         .expect("run platecam bench");
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -207,7 +220,16 @@ fn bench_prints_sane_json_for_a_replay_without_broker_or_outbox() {
         "{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let r: serde_json::Value = serde_json::from_str(stdout.trim()).expect("one JSON object");
+    serde_json::from_str(stdout.trim()).expect("one JSON object")
+}
+
+#[test]
+fn bench_prints_sane_json_for_a_replay_without_broker_or_outbox() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = dir.path().join("state");
+    let config = dir.path().join("bench.toml");
+    // The broker's port is closed and the storage folder is never created: bench needs neither.
+    let r = bench_json(&config, Path::new(SAMPLES), 2, &state, 3);
     let num = |k: &str| r[k].as_f64().unwrap_or_else(|| panic!("{k} missing: {r}"));
     assert!((2.5..6.0).contains(&num("seconds")), "{r}");
     assert!(num("frames") >= 2.0 && num("fps") > 0.0, "{r}");
@@ -254,32 +276,7 @@ fn a_busy_1080p_replay_stays_under_100_mb_resident() {
         }
     }
     let config = dir.path().join("bench.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[device]\nid = \"bench\"\n\n[[camera]]\nname = \"lane1\"\nsource = \"replay://{}\"\n\
-             loop = true\nfps = 120\nhold_frames = 1\ngap_frames = 0\n\n\
-             [mqtt]\nurl = \"mqtt://127.0.0.1:1\"\n\n[storage]\ndir = \"{}\"\n",
-            photos.display(),
-            dir.path().join("state").display()
-        ),
-    )
-    .expect("write config");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_platecam"))
-        .args(["bench", "--seconds", "8", "--json", "--config"])
-        .arg(&config)
-        // The process's own settings are under test, not the caller's.
-        .env_remove("MALLOC_MMAP_THRESHOLD_")
-        .env_remove("MALLOC_ARENA_MAX")
-        .output()
-        .expect("run platecam bench");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let r: serde_json::Value = serde_json::from_str(stdout.trim()).expect("one JSON object");
+    let r = bench_json(&config, &photos, 1, &dir.path().join("state"), 8);
     let runs = r["detector_runs"].as_f64().expect("detector_runs");
     assert!(runs >= 4.0, "too few frames to load the heap: {r}");
     let peak = r["peak_rss_mb"].as_f64().expect("peak_rss_mb");
