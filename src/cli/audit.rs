@@ -16,9 +16,11 @@ pub fn verify(config: &Path, file: Option<&Path>) -> anyhow::Result<u8> {
     match audit::verify(&path) {
         Ok(v) => {
             println!(
-                "{}: {} entries, chain intact; head {}",
+                "{}: {} entries (from entry {}, in {} file(s) with the rotated ones), chain intact; head {}",
                 path.display(),
                 v.entries,
+                v.first,
+                v.files,
                 v.head
             );
             Ok(0)
