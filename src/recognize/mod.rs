@@ -172,6 +172,11 @@ impl Recognizer {
             // a box the OCR cannot read with confidence is no plate (calibrated with the
             // detector's threshold: models/README.md, "Precision")
             if !self.ocr.is_plate(&text) {
+                tracing::debug!(
+                    confidence = text.confidence,
+                    ?bbox,
+                    "box read under the model's ocr.min_confidence: not a plate"
+                );
                 continue;
             }
             let crop =
