@@ -500,3 +500,60 @@ fn reads_under_the_manifests_ocr_floor_are_not_plates() {
         other => panic!("a floor of 1.5 loaded: {other:?}"),
     }
 }
+
+/// `platecam recognize --json` on the samples, with the given config (or none): image -> plates.
+fn recognize_cli(config: Option<&Path>) -> Vec<(String, Vec<serde_json::Value>)> {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_platecam"));
+    cmd.args(["recognize", "--json"]);
+    if let Some(c) = config {
+        cmd.arg("--config").arg(c);
+    }
+    let out = cmd
+        .args(samples().iter().map(|(p, _)| p))
+        .output()
+        .expect("run platecam recognize");
+    assert!(
+        out.status.success(),
+        "recognize failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).expect("one JSON object a line");
+            let plates = v["plates"].as_array().expect("plates").clone();
+            (v["image"].as_str().expect("image").to_string(), plates)
+        })
+        .collect()
+}
+
+/// `recognize` says of each read what the daemon's pass rule says of a one-frame pass: the
+/// sample plates are kept with the defaults, and a config's [tracking] changes the verdict.
+#[test]
+fn recognize_says_which_reads_the_pass_rule_keeps() {
+    let truth = samples();
+    let by_default = recognize_cli(None);
+    assert_eq!(by_default.len(), truth.len());
+    for ((image, plates), (_, plate)) in by_default.iter().zip(&truth) {
+        let read = plates
+            .iter()
+            .find(|p| normalise(p["text"].as_str().unwrap_or_default()) == *plate)
+            .unwrap_or_else(|| panic!("{image}: {plate} not read: {plates:?}"));
+        assert_eq!(read["kept"], true, "{image}: {read}");
+        assert!(read.get("dropped").is_none(), "{image}: {read}");
+    }
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("strict.toml");
+    std::fs::write(&config, "[tracking]\nmin_chars = 9\n").expect("write config");
+    for (image, plates) in recognize_cli(Some(&config)) {
+        assert!(!plates.is_empty(), "{image}: no read");
+        for p in plates {
+            assert_eq!(p["kept"], false, "{image}: {p}");
+            assert_eq!(
+                p["dropped"], "not plate-like: too few characters or no digit",
+                "{image}: {p}"
+            );
+        }
+    }
+}

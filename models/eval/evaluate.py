@@ -9,8 +9,10 @@ box overlaps the true box with IoU >= 0.3. `plates-us` holds plate crops: OCR on
 False plates (whole scenes only): a reported read (some text) that is not the truth and whose box
 does not overlap the true box (IoU < 0.3), i.e. a plate where the label has none; a misread of
 the true plate is a miss, not a false plate. `false/ph` counts every such read `recognize`
-reports, per photo; `sent/ph` only those the daemon's default pass filters would still send
-(tracking.min_confidence 0.8, at least min_chars 4 characters, a digit; one frame, no voting).
+reports, per photo. `recognize` also says of each read whether the daemon's pass rule
+([tracking] min_confidence, min_chars, require_digit; defaults here) would send it as a pass
+seen on that one frame (`kept`): `sent/ph` counts the false plates kept, `exact sent %` the
+photos whose true plate is read and kept, i.e. what a unit would publish from that frame.
 
 Usage: models/eval/evaluate.py [--platecam target/release/platecam] [--data ../shared/data/openalpr-benchmarks]
                                [--reference ../shared/models-reference] [--limit N] [--skip-reference]
@@ -86,34 +88,30 @@ def run_platecam(binary, config, images, ocr_only):
     return out
 
 
-def sent_by_daemon(p):
-    """Whether the daemon's default pass filters (TrackingConfig defaults) keep this read."""
-    t = norm(p["text"])
-    return p.get("confidence", 0.0) >= 0.8 and len(t) >= 4 and any(c.isdigit() for c in t)
-
-
 def score(rows, results):
-    detected = read = false = false_sent = 0
+    detected = read = read_sent = false = false_sent = 0
     ms = []
     for path, box, plate in rows:
         rec = results.get(path, {"plates": [], "ms": {"total": 0}})
         plates = rec.get("plates", [])
         if box is not None and any(iou(p["bbox"], box) >= 0.3 for p in plates):
             detected += 1
-        if any(norm(p["text"]) == norm(plate) for p in plates):
-            read += 1
+        right = [p for p in plates if norm(p["text"]) == norm(plate)]
+        read += bool(right)
+        read_sent += any(p["kept"] for p in right)
         if box is not None:
             wrong = [p for p in plates if norm(p["text"]) and norm(p["text"]) != norm(plate)
                      and iou(p["bbox"], box) < 0.3]
             false += len(wrong)
-            false_sent += sum(1 for p in wrong if sent_by_daemon(p))
+            false_sent += sum(1 for p in wrong if p["kept"])
         ms.append(rec.get("ms", {}).get("total", 0.0))
     n = len(rows)
     ms.sort()
     median = ms[len(ms) // 2] if ms else 0.0
     mean = sum(ms) / len(ms) if ms else 0.0
     pct = (lambda k: 100.0 * k / n) if n else (lambda k: 0.0)
-    return n, pct(detected), pct(read), (false / n if n else 0.0), (false_sent / n if n else 0.0), median, mean
+    return (n, pct(detected), pct(read), (false / n if n else 0.0), pct(read_sent), (false_sent / n if n else 0.0),
+            median, mean)
 
 
 def main():
@@ -152,18 +150,18 @@ def main():
         ("endtoend/eu", load_endtoend(os.path.join(args.data, "endtoend", "eu")), False, eu_systems),
         ("plates-us", load_plates(os.path.join(args.data, "plates-us")), True, systems),
     ]
-    print(f"{'set':<13} {'system':<31} {'n':>4} {'detected %':>10} {'exact %':>8} {'false/ph':>8} {'sent/ph':>7} "
-          f"{'median ms':>10} {'mean ms':>8}")
+    print(f"{'set':<13} {'system':<31} {'n':>4} {'detected %':>10} {'exact %':>8} {'false/ph':>8} "
+          f"{'exact sent %':>12} {'sent/ph':>7} {'median ms':>10} {'mean ms':>8}")
     for set_name, rows, ocr_only, set_systems in sets:
         if args.limit:
             rows = rows[: args.limit]
         images = [r[0] for r in rows]
         for sys_name, cfg in set_systems:
             results = run_platecam(args.platecam, cfg, images, ocr_only)
-            n, det, read, false, false_sent, median, mean = score(rows, results)
+            n, det, read, false, read_sent, false_sent, median, mean = score(rows, results)
             det_s, false_s, sent_s = ("-", "-", "-") if ocr_only else (f"{det:.1f}", f"{false:.2f}", f"{false_sent:.2f}")
-            print(f"{set_name:<13} {sys_name:<31} {n:>4} {det_s:>10} {read:>8.1f} {false_s:>8} {sent_s:>7} "
-                  f"{median:>10.1f} {mean:>8.1f}", flush=True)
+            print(f"{set_name:<13} {sys_name:<31} {n:>4} {det_s:>10} {read:>8.1f} {false_s:>8} {read_sent:>12.1f} "
+                  f"{sent_s:>7} {median:>10.1f} {mean:>8.1f}", flush=True)
     os.unlink(ref_cfg.name)
     os.unlink(eu_cfg.name)
     os.unlink(sk_cfg.name)

@@ -48,8 +48,9 @@ pub enum Command {
         /// Config file whose [recognition] section picks the models (default: our own models).
         #[arg(long, short)]
         config: Option<PathBuf>,
-        /// One JSON object per image and line:
-        /// {"image","plates":[{"text","confidence","bbox":[x,y,w,h]}],"ms":{...}}.
+        /// One JSON object per image and line: {"image","plates":[{"text","confidence",
+        /// "bbox":[x,y,w,h],"detector_score","kept","dropped"}],"ms":{...}}; `kept`: whether
+        /// the daemon's pass rule ([tracking]) would send the read as a one-frame pass.
         #[arg(long)]
         json: bool,
         /// Treat each image as a plate crop: run only the OCR on the whole image.

@@ -4,6 +4,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
+use crate::config::TrackingConfig;
+use crate::recognize::tracker::plausible;
 use crate::recognize::Recognizer;
 
 #[derive(Serialize)]
@@ -22,6 +24,34 @@ struct PlateJson {
     bbox: [u32; 4],
     /// The detector's score for the box (1 with --ocr-only).
     detector_score: f32,
+    /// Whether the daemon would send this read as a pass seen on this one frame: the tracker's
+    /// pass rule (tracking.min_confidence, min_chars, require_digit of the config given).
+    kept: bool,
+    /// Why the pass rule drops it, when it does.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dropped: Option<&'static str>,
+}
+
+impl PlateJson {
+    fn new(
+        tracking: &TrackingConfig,
+        text: String,
+        confidence: f32,
+        bbox: [u32; 4],
+        detector_score: f32,
+    ) -> PlateJson {
+        let dropped = plausible(tracking, &text, confidence)
+            .err()
+            .map(|why| why.describe());
+        PlateJson {
+            text,
+            confidence,
+            bbox,
+            detector_score,
+            kept: dropped.is_none(),
+            dropped,
+        }
+    }
 }
 
 #[derive(Serialize, Default)]
@@ -40,12 +70,12 @@ pub fn run(
     ocr_only: bool,
     images: &[PathBuf],
 ) -> anyhow::Result<u8> {
-    let recognition = match config {
+    let (recognition, tracking) = match config {
         Some(path) => match super::load_config(path, false) {
-            Ok(cfg) => cfg.recognition,
+            Ok(cfg) => (cfg.recognition, cfg.tracking),
             Err(code) => return Ok(code),
         },
-        None => None,
+        None => (None, TrackingConfig::default()),
     };
     let recognizer = match Recognizer::from_config(recognition.as_ref()) {
         Ok(r) => r,
@@ -57,7 +87,7 @@ pub fn run(
     let mut failed = false;
     for path in images {
         let name = path.display().to_string();
-        let result = read_image(&recognizer, path, ocr_only);
+        let result = read_image(&recognizer, &tracking, path, ocr_only);
         let out = match result {
             Ok((plates, ms)) => ImageResult {
                 image: &name,
@@ -84,9 +114,13 @@ pub fn run(
         } else {
             for p in &out.plates {
                 let [x, y, w, h] = p.bbox;
+                let verdict = p.dropped.map(|why| format!(", not sent: {why}"));
                 println!(
-                    "{name}: {} ({:.2}) at {x},{y} {w}x{h} ({:.0} ms)",
-                    p.text, p.confidence, out.ms.total
+                    "{name}: {} ({:.2}) at {x},{y} {w}x{h} ({:.0} ms{})",
+                    p.text,
+                    p.confidence,
+                    out.ms.total,
+                    verdict.unwrap_or_default()
                 );
             }
         }
@@ -96,6 +130,7 @@ pub fn run(
 
 fn read_image(
     recognizer: &Recognizer,
+    tracking: &TrackingConfig,
     path: &Path,
     ocr_only: bool,
 ) -> Result<(Vec<PlateJson>, Ms), String> {
@@ -109,28 +144,22 @@ fn read_image(
     let plates = if ocr_only {
         let text = recognizer.read_plate(&img).map_err(|e| e.to_string())?;
         ms.ocr = started.elapsed().as_secs_f64() * 1e3 - decode;
-        vec![PlateJson {
-            text: text.text,
-            confidence: text.confidence,
-            bbox: [0, 0, img.width(), img.height()],
-            detector_score: 1.0,
-        }]
+        vec![PlateJson::new(
+            tracking,
+            text.text,
+            text.confidence,
+            [0, 0, img.width(), img.height()],
+            1.0,
+        )]
     } else {
         let (detections, timings) = recognizer.recognize(&img).map_err(|e| e.to_string())?;
         ms.detect = timings.detect_ms;
         ms.ocr = timings.ocr_ms;
         detections
             .into_iter()
-            .map(|d| PlateJson {
-                text: d.text.text,
-                confidence: d.text.confidence,
-                bbox: [
-                    d.bbox.x.round() as u32,
-                    d.bbox.y.round() as u32,
-                    d.bbox.w.round() as u32,
-                    d.bbox.h.round() as u32,
-                ],
-                detector_score: d.bbox.score,
+            .map(|d| {
+                let bbox = [d.bbox.x, d.bbox.y, d.bbox.w, d.bbox.h].map(|v| v.round() as u32);
+                PlateJson::new(tracking, d.text.text, d.text.confidence, bbox, d.bbox.score)
             })
             .collect()
     };

@@ -90,10 +90,36 @@ struct Best {
 
 /// Why a pass ended without a read (counted in `Metrics::passes_dropped`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum DropReason {
+pub enum DropReason {
     Noise,
     LowConfidence,
     Implausible,
+}
+
+impl DropReason {
+    /// What the log and `platecam recognize` say about it.
+    pub fn describe(self) -> &'static str {
+        match self {
+            DropReason::Noise => "noise: seen on fewer than tracking.min_frames",
+            DropReason::LowConfidence => "voted confidence under tracking.min_confidence",
+            DropReason::Implausible => "not plate-like: too few characters or no digit",
+        }
+    }
+}
+
+/// The pass rule: whether a (voted) read looks like a plate rather than other text, per
+/// `TrackingConfig`. The tracker applies it to every pass; `platecam recognize` to each read of
+/// a still photo, so both say the same about a read.
+pub fn plausible(cfg: &TrackingConfig, plate: &str, confidence: f32) -> Result<(), DropReason> {
+    if confidence < cfg.min_confidence {
+        Err(DropReason::LowConfidence)
+    } else if plate.chars().count() < cfg.min_chars
+        || (cfg.require_digit && !plate.chars().any(|c| c.is_ascii_digit()))
+    {
+        Err(DropReason::Implausible)
+    } else {
+        Ok(())
+    }
 }
 
 impl Tracker {
@@ -174,7 +200,7 @@ impl Tracker {
             } else {
                 match t.into_read(self.cfg.candidates) {
                     None => Err((DropReason::Implausible, None)),
-                    Some(r) => match self.check(&r) {
+                    Some(r) => match plausible(&self.cfg, &r.plate, r.confidence) {
                         Ok(()) => Ok(r),
                         Err(why) => Err((why, Some(r))),
                     },
@@ -188,21 +214,13 @@ impl Tracker {
                 Err(e) => e,
             };
             let drops = &self.metrics.passes_dropped;
-            let (counter, reason) = match why {
-                DropReason::Noise => (
-                    &drops.noise,
-                    "noise: seen on fewer than tracking.min_frames",
-                ),
-                DropReason::LowConfidence => (
-                    &drops.low_confidence,
-                    "voted confidence under tracking.min_confidence",
-                ),
-                DropReason::Implausible => (
-                    &drops.implausible,
-                    "not plate-like: too few characters or no digit",
-                ),
+            let counter = match why {
+                DropReason::Noise => &drops.noise,
+                DropReason::LowConfidence => &drops.low_confidence,
+                DropReason::Implausible => &drops.implausible,
             };
             counter.fetch_add(1, Relaxed);
+            let reason = why.describe();
             tracing::debug!(
                 %camera,
                 frames,
@@ -213,19 +231,6 @@ impl Tracker {
             );
         }
         reads
-    }
-
-    /// Whether a voted read looks like a plate rather than other text (see `TrackingConfig`).
-    fn check(&self, read: &PlateRead) -> Result<(), DropReason> {
-        if read.confidence < self.cfg.min_confidence {
-            Err(DropReason::LowConfidence)
-        } else if read.plate.chars().count() < self.cfg.min_chars
-            || (self.cfg.require_digit && !read.plate.chars().any(|c| c.is_ascii_digit()))
-        {
-            Err(DropReason::Implausible)
-        } else {
-            Ok(())
-        }
     }
 }
 
