@@ -233,8 +233,8 @@ for size in 640x480 1280x720; do
 done
 # The photos shown: those our models read right on the host from the very frames the guest gets
 # (both sizes), cleanest first (nothing else read), so a failure points at capture, not at the models.
-# Right means confident enough for the daemon's default min_confidence (0.8) from one frame: under
-# TCG each frame is a pass of its own.
+# Right means kept by the daemon's default pass rule (`recognize` says so per read) from one frame:
+# under TCG each frame is a pass of its own.
 PLATECAM_MODELS=$root/models "$host_bin" recognize --json "$run"/fit/*.png >"$run/host-reads.jsonl" 2>/dev/null || true
 mapfile -t photos < <("$py" - "$run/host-reads.jsonl" "$gt" "$((PHOTOS + 1))" "${all[@]}" <<'PY'
 import collections, json, os, sys
@@ -250,7 +250,7 @@ for line in open(reads):
         r = json.loads(line)
         image = os.path.basename(r["image"])
         seen[image] = {p["text"] for p in r["plates"]}
-        sure[image] = {p["text"] for p in r["plates"] if p["confidence"] >= 0.8}
+        sure[image] = {p["text"] for p in r["plates"] if p["kept"]}
 ranked = []
 for p in photos:
     stem, base = os.path.splitext(os.path.basename(p))[0], os.path.basename(p)
