@@ -155,6 +155,8 @@ def main():
                     "folder, e.g. the committed models/ (onnx_init.py)")
     ap.add_argument("--lr", type=float, default=0, help="peak learning rate (default: train.py's)")
     ap.add_argument("--tasks", default="det,ocr", help="which models to train (others keep --init's weights)")
+    ap.add_argument("--ocr-negative", type=float, default=None, help="share of OCR crops without a plate "
+                    "(train.py --negative)")
     ap.add_argument("--work", default="/tmp/platecam-train", help="where the checkpoints go")
     ap.add_argument("--train-only", action="store_true", help="stop after training (export elsewhere)")
     ap.add_argument("--skip-train", action="store_true", help="export from existing checkpoints in --work")
@@ -190,8 +192,9 @@ def main():
                 continue
             # a later phase starts from the earlier weights, on samples no earlier phase drew
             start = ["--init", init] if init else ["--init-onnx", init_onnx] if init_onnx else []
+            extra = ["--negative", str(args.ocr_negative)] if task == "ocr" and args.ocr_negative is not None else []
             procs.append(subprocess.Popen(tr + ["--task", task, "--minutes", str(minutes), "--ckpt", ckpt,
-                                                "--workers", str(workers)] + start))
+                                                "--workers", str(workers)] + start + extra))
         rc = [p.wait() for p in procs]
         if any(rc):
             sys.exit("training failed: %s" % rc)

@@ -26,8 +26,8 @@ OCR_H, OCR_W = 32, 128
 
 
 class OcrData(Dataset):
-    def __init__(self, seed, n=10 ** 8, offset=0):
-        self.seed, self.n, self.offset = seed, n, offset
+    def __init__(self, seed, n=10 ** 8, offset=0, negative=0.0):
+        self.seed, self.n, self.offset, self.negative = seed, n, offset, negative
 
     def __len__(self):
         return self.n
@@ -35,8 +35,9 @@ class OcrData(Dataset):
     def __getitem__(self, i):
         i += self.offset
         hard = min(1.0, 0.2 + i / 40000.0)  # curriculum: clean crops first
-        # a few crops without a plate, read as nothing: what the detector's false boxes look like
-        a, label = synth.ocr_sample(synth.sample_rng(self.seed, i), OCR_W, OCR_H, hard=hard, negative=0.06)
+        # optionally crops without a plate, read as nothing: what the detector's false boxes look like
+        a, label = synth.ocr_sample(synth.sample_rng(self.seed, i), OCR_W, OCR_H, hard=hard,
+                                    negative=self.negative)
         y = np.full(SLOTS, len(ALPHABET) - 1, np.int64)
         for k, c in enumerate(label[:SLOTS]):
             y[k] = ALPHABET.index(c)
@@ -134,6 +135,9 @@ def main():
                     "its phases come from the manifest.json beside it)")
     ap.add_argument("--index-offset", type=int, default=0, help="first sample index (new data, curriculum done)")
     ap.add_argument("--device", default="auto", help="cpu, cuda or auto (cuda when available)")
+    ap.add_argument("--negative", type=float, default=0.0, help="share of OCR crops without a plate, read as "
+                    "nothing (models/README.md: phases 4 and 5 trained with 0.06 and dropped characters of real "
+                    "plates)")
     args = ap.parse_args()
 
     torch.manual_seed(args.seed)
@@ -152,7 +156,7 @@ def main():
             args.index_offset = 10 ** 7 * len(phases)
     if args.task == "ocr":
         model = OCR()
-        data = OcrData(args.seed, offset=args.index_offset)
+        data = OcrData(args.seed, offset=args.index_offset, negative=args.negative)
         # batch 128 on CPU too: at batch 32 (2e-3 or 1e-3) CTC sat on its all-blank plateau for
         # 6-10 CPU minutes and more (loss 3.3-3.5, nothing read); at 128 the GPU left it by step 250
         bs = args.batch or 128
