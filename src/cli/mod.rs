@@ -45,7 +45,8 @@ pub enum Command {
     PrintDefaultConfig,
     /// Read the plates in still images (a one-shot check for installers and evaluations).
     Recognize {
-        /// Config file whose [recognition] section picks the models (default: our own models).
+        /// Config file whose [recognition] section picks the models (default: our own models)
+        /// and whose [tracking] section sets the pass rule each read is judged by.
         #[arg(long, short)]
         config: Option<PathBuf>,
         /// One JSON object per image and line: {"image","plates":[{"text","confidence",
