@@ -30,7 +30,7 @@ import synth  # noqa: E402
 from nets import ALPHABET, OCR, SLOTS, CTCSlots, Detector, greedy_ctc  # noqa: E402
 
 DET_H, DET_W = 384, 640
-OCR_H, OCR_W = 32, 128
+OCR_W = 128
 DET_CFG = {"pad": 0.5, "stride": 4, "score_threshold": 0.3, "nms_iou": 0.3}
 CROP_MARGIN = 0.08
 
@@ -74,7 +74,7 @@ def synthetic_val(model, seed, n=400):
     """Exact-read rate on synthetic crops the training never saw (another seed)."""
     xs, labels = [], []
     for i in range(n):
-        a, label = synth.ocr_sample(synth.sample_rng(seed + 999, i), OCR_W, OCR_H)
+        a, label = synth.ocr_sample(synth.sample_rng(seed + 999, i), OCR_W, model.height)
         xs.append(a[None])
         labels.append(label)
     with torch.no_grad():
@@ -157,6 +157,8 @@ def main():
     ap.add_argument("--tasks", default="det,ocr", help="which models to train (others keep --init's weights)")
     ap.add_argument("--ocr-negative", type=float, default=None, help="share of OCR crops without a plate "
                     "(train.py --negative)")
+    ap.add_argument("--ocr-height", type=int, choices=[32, 64], default=0, help="OCR input rows (train.py "
+                    "--ocr-height; default: the starting reader's, else 32)")
     ap.add_argument("--work", default="/tmp/platecam-train", help="where the checkpoints go")
     ap.add_argument("--train-only", action="store_true", help="stop after training (export elsewhere)")
     ap.add_argument("--skip-train", action="store_true", help="export from existing checkpoints in --work")
@@ -193,6 +195,8 @@ def main():
             # a later phase starts from the earlier weights, on samples no earlier phase drew
             start = ["--init", init] if init else ["--init-onnx", init_onnx] if init_onnx else []
             extra = ["--negative", str(args.ocr_negative)] if task == "ocr" and args.ocr_negative is not None else []
+            if task == "ocr" and args.ocr_height:
+                extra += ["--ocr-height", str(args.ocr_height)]
             procs.append(subprocess.Popen(tr + ["--task", task, "--minutes", str(minutes), "--ckpt", ckpt,
                                                 "--workers", str(workers)] + start + extra))
         rc = [p.wait() for p in procs]
@@ -203,8 +207,8 @@ def main():
             return
     os.makedirs(args.out, exist_ok=True)
     torch.manual_seed(args.seed)
-    ocr, det = OCR(), Detector()
     ock, dck = torch.load(ocr_ck, map_location="cpu"), torch.load(det_ck, map_location="cpu")
+    ocr, det = OCR(height=OCR.height_of(ock["model"])), Detector()
     ocr.load_state_dict(ock["model"])
     det.load_state_dict(dck["model"])
     det_path, ocr_path = os.path.join(args.out, "detector.onnx"), os.path.join(args.out, "ocr.onnx")
@@ -218,7 +222,7 @@ def main():
     ocr.eval()
     val_exact, val_n = synthetic_val(ocr, args.seed)
     print("synthetic validation exact: %.3f of %d" % (val_exact, val_n), flush=True)
-    ocr_ops, ocr_diff = export(CTCSlots(ocr).eval(), (1, 1, OCR_H, OCR_W), ocr_path)
+    ocr_ops, ocr_diff = export(CTCSlots(ocr).eval(), (1, 1, ocr.height, OCR_W), ocr_path)
     det_params = sum(p.numel() for p in det.parameters())
     ocr_params = sum(p.numel() for p in ocr.parameters())
     version = args.version or datetime.date.today().strftime("%Y.%m.%d") + "-1"
@@ -230,7 +234,7 @@ def main():
         "detector": {"file": "detector.onnx", "sha256": sha256(det_path),
                      "input": {"channels": 1, "height": DET_H, "width": DET_W}, **DET_CFG},
         "ocr": {"file": "ocr.onnx", "sha256": sha256(ocr_path),
-                "input": {"channels": 1, "height": OCR_H, "width": OCR_W},
+                "input": {"channels": 1, "height": ocr.height, "width": OCR_W},
                 "alphabet": ALPHABET, "pad_char": "_", "slots": SLOTS, "crop_margin": CROP_MARGIN},
         "provenance": {
             "seed": args.seed, "torch_export": torch.__version__,

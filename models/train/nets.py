@@ -55,18 +55,29 @@ class Detector(nn.Module):
 
 
 class OCR(nn.Module):
-    """CTC plate reader: [N,1,32,128] -> logits [N, len(ALPHABET), 32] (one column per 4 pixels).
+    """CTC plate reader: [N,1,H,128] -> logits [N, len(ALPHABET), 32] (one column per 4 pixels).
 
     The height is folded into the channels (not averaged away: M, W, H and N differ only in
-    their upper and lower halves), then 1-D convolutions see about two characters either side."""
+    their upper and lower halves), then 1-D convolutions see about two characters either side.
+
+    height 32 (the first readers) or 64: a US plate crop is about twice as wide as tall, so at 32
+    rows its characters are some 15 pixels high, less than the camera saw; at 64 a strided stem
+    brings the crop to 32 rows in STEM channels before the same network, so the detail that
+    separates 0/O, 8/B or 1/I can reach it ([`widen`] starts such a reader from a 32-row one)."""
 
     T = 32
+    STEM = 8
 
-    def __init__(self, slots=SLOTS, nclass=len(ALPHABET)):
+    def __init__(self, slots=SLOTS, nclass=len(ALPHABET), height=32):
         super().__init__()
-        self.slots, self.nclass = slots, nclass
+        if height not in (32, 64):
+            raise ValueError("OCR height %d: 32 or 64" % height)
+        self.slots, self.nclass, self.height = slots, nclass, height
+        # registered before f: onnx_init.py pairs ONNX convolutions with the net's in this order
+        self.stem = nn.Sequential(nn.Conv2d(1, self.STEM, (4, 3), (2, 1), (1, 1)), nn.ReLU(inplace=True)) \
+            if height == 64 else None
         self.f = nn.Sequential(
-            cbr(1, 32), nn.MaxPool2d(2),                            # 16x64
+            cbr(self.STEM if height == 64 else 1, 32), nn.MaxPool2d(2),  # 16x64
             cbr(32, 64), nn.MaxPool2d(2),                           # 8x32
             cbr(64, 96), cbr(96, 96), nn.MaxPool2d((2, 1)),         # 4x32
             cbr(96, 128), cbr(128, 128), nn.MaxPool2d((2, 1)),      # 2x32
@@ -80,8 +91,38 @@ class OCR(nn.Module):
         )
 
     def forward(self, x):
+        if self.stem is not None:
+            x = self.stem(x)                                       # [N, STEM, 32, 128]
         m = self.f(x)                                              # [N, 128, 2, 32]
         return self.seq(m.flatten(1, 2))                           # [N, nclass, 32]
+
+    @staticmethod
+    def height_of(state):
+        """The input height of the reader whose state dict this is."""
+        return 64 if "stem.0.weight" in state else 32
+
+    @classmethod
+    def widen(cls, state, seed=0):
+        """The state of a 64-row reader that reads as the 32-row reader `state` does.
+
+        Stem channel 0 averages each pair of rows (what the 32-row crop holds; inputs are >= 0,
+        so its ReLU passes it unchanged) and feeds the old first convolution; the other stem
+        channels start random, and the first convolution's weights for them at zero, so training
+        starts from the 32-row reader and grows the use of the finer rows from there."""
+        wide = cls(height=64)
+        torch.manual_seed(seed)
+        out = {k: v.clone() for k, v in wide.state_dict().items()}
+        for k, v in state.items():
+            if k != "f.0.0.weight":
+                out[k] = v.clone()
+        first = torch.zeros_like(out["f.0.0.weight"])
+        first[:, 0:1] = state["f.0.0.weight"]
+        out["f.0.0.weight"] = first
+        stem = out["stem.0.weight"]
+        stem[0].zero_()
+        stem[0, 0, 1:3, 1] = 0.5
+        out["stem.0.bias"][0] = 0.0
+        return out
 
 
 class CTCSlots(nn.Module):

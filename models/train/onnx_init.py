@@ -62,12 +62,12 @@ def conv_bn_pairs(model):
     return pairs
 
 
-def calibration_batch(task, n=256):
+def calibration_batch(task, n=256, ocr_height=32):
     xs = []
     for i in range(n):
         rng = synth.sample_rng(CALIB_SEED, i)
         if task == "ocr":
-            a, _ = synth.ocr_sample(rng, 128, 32)
+            a, _ = synth.ocr_sample(rng, 128, ocr_height)
         else:
             a, _ = synth.scene_sample(rng, 416, 320)
         xs.append(a[None])
@@ -109,7 +109,7 @@ def load(model, onnx_path, task):
                 stats[key] = (z.mean(1), z.var(1))
             hooks.append(bn.register_forward_hook(hook))
     model.eval()
-    x = calibration_batch(task, 256 if task == "ocr" else 32)
+    x = calibration_batch(task, 256 if task == "ocr" else 32, getattr(model, "height", 32))
     with torch.no_grad():
         model(x)
     for h in hooks:
@@ -126,6 +126,17 @@ def load(model, onnx_path, task):
     return model
 
 
+def input_height(onnx_path):
+    """Rows of the ONNX model's input [N, C, H, W]."""
+    import onnx
+    return onnx.load(onnx_path).graph.input[0].type.tensor_type.shape.dim[2].dim_value
+
+
+def new_net(onnx_path, task):
+    """A fresh net of the shape of the ONNX export at onnx_path."""
+    return OCR(height=input_height(onnx_path)) if task == "ocr" else Detector()
+
+
 def phases_of(onnx_path, task):
     """The training phases the manifest beside onnx_path records for this model."""
     mpath = os.path.join(os.path.dirname(os.path.abspath(onnx_path)), "manifest.json")
@@ -136,7 +147,7 @@ def phases_of(onnx_path, task):
 
 def checkpoint(onnx_path, task):
     """A train.py checkpoint ({"model", "phases"}) made from an ONNX export."""
-    model = load(OCR() if task == "ocr" else Detector(), onnx_path, task)
+    model = load(new_net(onnx_path, task), onnx_path, task)
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     return {"model": state, "phases": phases_of(onnx_path, task)}
 
@@ -145,13 +156,13 @@ def check(model, onnx_path, task, n=4):
     """Largest relative |torch - onnxruntime| over n inputs (one synthetic, the rest random)."""
     import onnxruntime as ort
     sess = ort.InferenceSession(onnx_path, providers=["CPUExecutionProvider"])
-    shape = (1, 1, 32, 128) if task == "ocr" else (1, 1, 384, 640)
+    shape = (1, 1, model.height, 128) if task == "ocr" else (1, 1, 384, 640)
     net = CTCSlots(model) if task == "ocr" else model
     net.eval()
     worst = 0.0
     for k in range(n):
         if k == 0 and task == "ocr":
-            a, _ = synth.ocr_sample(synth.sample_rng(CALIB_SEED + 1, 0), 128, 32)
+            a, _ = synth.ocr_sample(synth.sample_rng(CALIB_SEED + 1, 0), 128, model.height)
             x = torch.from_numpy(a[None, None])
         else:
             x = torch.rand(*shape)
@@ -168,7 +179,7 @@ def main():
     args = ap.parse_args()
     for task, name in (("ocr", "ocr.onnx"), ("det", "detector.onnx")):
         path = os.path.join(args.models, name)
-        model = load(OCR() if task == "ocr" else Detector(), path, task)
+        model = load(new_net(path, task), path, task)
         diff = check(model, path, task)
         print("%s: loaded %s, %d phases, max rel |torch-ort| %.2e" % (task, path, len(phases_of(path, task)), diff))
         if diff > 1e-4:

@@ -22,12 +22,12 @@ import synth  # noqa: E402
 from nets import ALPHABET, OCR, SLOTS, Detector, greedy_ctc  # noqa: E402
 
 DET_TRAIN_H, DET_TRAIN_W = 320, 416
-OCR_H, OCR_W = 32, 128
+OCR_W = 128
 
 
 class OcrData(Dataset):
-    def __init__(self, seed, n=10 ** 8, offset=0, negative=0.0):
-        self.seed, self.n, self.offset, self.negative = seed, n, offset, negative
+    def __init__(self, seed, n=10 ** 8, offset=0, negative=0.0, height=32):
+        self.seed, self.n, self.offset, self.negative, self.height = seed, n, offset, negative, height
 
     def __len__(self):
         return self.n
@@ -36,7 +36,7 @@ class OcrData(Dataset):
         i += self.offset
         hard = min(1.0, 0.2 + i / 40000.0)  # curriculum: clean crops first
         # optionally crops without a plate, read as nothing: what the detector's false boxes look like
-        a, label = synth.ocr_sample(synth.sample_rng(self.seed, i), OCR_W, OCR_H, hard=hard,
+        a, label = synth.ocr_sample(synth.sample_rng(self.seed, i), OCR_W, self.height, hard=hard,
                                     negative=self.negative)
         y = np.full(SLOTS, len(ALPHABET) - 1, np.int64)
         for k, c in enumerate(label[:SLOTS]):
@@ -138,6 +138,9 @@ def main():
     ap.add_argument("--negative", type=float, default=0.0, help="share of OCR crops without a plate, read as "
                     "nothing (models/README.md: phases 4 and 5 trained with 0.06 and dropped characters of real "
                     "plates)")
+    ap.add_argument("--ocr-height", type=int, choices=[32, 64], default=0,
+                    help="OCR input rows (default: the --init reader's, else 32); 64 from a 32-row --init "
+                    "widens it (nets.OCR.widen)")
     args = ap.parse_args()
 
     torch.manual_seed(args.seed)
@@ -155,8 +158,13 @@ def main():
         if not args.index_offset:  # each later phase draws samples no earlier phase drew
             args.index_offset = 10 ** 7 * len(phases)
     if args.task == "ocr":
-        model = OCR()
-        data = OcrData(args.seed, offset=args.index_offset, negative=args.negative)
+        height = args.ocr_height or (OCR.height_of(init["model"]) if init else 32)
+        model = OCR(height=height)
+        if init and OCR.height_of(init["model"]) != height:
+            if height != 64:
+                sys.exit("a 64-row reader cannot continue as a 32-row one")
+            init["model"] = OCR.widen(init["model"], args.seed)
+        data = OcrData(args.seed, offset=args.index_offset, negative=args.negative, height=height)
         # batch 128 on CPU too: at batch 32 (2e-3 or 1e-3) CTC sat on its all-blank plateau for
         # 6-10 CPU minutes and more (loss 3.3-3.5, nothing read); at 128 the GPU left it by step 250
         bs = args.batch or 128

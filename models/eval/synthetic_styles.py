@@ -1,0 +1,55 @@
+#!/usr/bin/env python3
+"""Exact reads of OCR models on synthetic plate crops, per plate style, side by side.
+
+  /opt/train-venv/bin/python3 models/eval/synthetic_styles.py models /tmp/phase/models [--n 300]
+
+The crops come from the training generator (synth.ocr_sample) with a seed no training phase
+draws from, so this measures the readers on data they were not trained on without touching the
+benchmark photos. Each model reads the crops at its own input size (manifest.json), through
+onnxruntime (the fixed-slot output the Rust side decodes). `neg` crops hold no plate: the share
+read as nothing. Needs the training requirements (models/train/requirements.txt).
+"""
+import argparse
+import os
+import sys
+
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "train"))
+import synth  # noqa: E402
+from pipeline import Pipeline  # noqa: E402
+
+SEED = 555001  # no training phase draws from it (train.py: 1234, 1235 plus index offsets)
+STYLES = {"us": 0, "eu": 1, "br": 2, "neg": 3}
+
+
+def read(p, a):
+    out = p.ocr.run(None, {p.ocr.get_inputs()[0].name: a[None, None].astype(np.float32)})[0][0]
+    alphabet = p.m["ocr"]["alphabet"]
+    return "".join(alphabet[i] for i in out.argmax(-1) if alphabet[i] != p.m["ocr"]["pad_char"])
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("models", nargs="+", help="folders holding manifest.json")
+    ap.add_argument("--n", type=int, default=300, help="crops per style")
+    args = ap.parse_args()
+    pipes = [(d, Pipeline(d)) for d in args.models]
+    print("%-5s %s" % ("style", "  ".join("%28s" % d[-28:] for d, _ in pipes)))
+    for style, k in STYLES.items():
+        row = []
+        for _, p in pipes:
+            ok = 0
+            for i in range(args.n):
+                rng = synth.sample_rng(SEED + k, i)
+                if style == "neg":
+                    a, label = synth.ocr_sample(rng, p.ow, p.oh, negative=1.0)
+                else:
+                    a, label = synth.ocr_sample(rng, p.ow, p.oh, style=style)
+                ok += read(p, a) == label
+            row.append("%27.1f%%" % (100.0 * ok / args.n))
+        print("%-5s %s" % (style, "  ".join(row)), flush=True)
+
+
+if __name__ == "__main__":
+    main()
