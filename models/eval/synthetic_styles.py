@@ -13,20 +13,12 @@ import argparse
 import os
 import sys
 
-import numpy as np
-
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "train"))
 import synth  # noqa: E402
 from pipeline import Pipeline  # noqa: E402
 
 SEED = 555001  # no training phase draws from it (train.py: 1234, 1235 plus index offsets)
 STYLES = {"us": 0, "eu": 1, "br": 2, "neg": 3}
-
-
-def read(p, a):
-    out = p.ocr.run(None, {p.ocr.get_inputs()[0].name: a[None, None].astype(np.float32)})[0][0]
-    alphabet = p.m["ocr"]["alphabet"]
-    return "".join(alphabet[i] for i in out.argmax(-1) if alphabet[i] != p.m["ocr"]["pad_char"])
 
 
 def main():
@@ -46,7 +38,7 @@ def main():
                     a, label = synth.ocr_sample(rng, p.ow, p.oh, negative=1.0)
                 else:
                     a, label = synth.ocr_sample(rng, p.ow, p.oh, style=style)
-                ok += read(p, a) == label
+                ok += p.read_input(a[None])[0] == label
             row.append("%27.1f%%" % (100.0 * ok / args.n))
         print("%-5s %s" % (style, "  ".join(row)), flush=True)
 

@@ -109,8 +109,8 @@ class OCR(nn.Module):
         so its ReLU passes it unchanged) and feeds the old first convolution; the other stem
         channels start random, and the first convolution's weights for them at zero, so training
         starts from the 32-row reader and grows the use of the finer rows from there."""
+        torch.manual_seed(seed)  # the new stem channels' random start
         wide = cls(height=64)
-        torch.manual_seed(seed)
         out = {k: v.clone() for k, v in wide.state_dict().items()}
         for k, v in state.items():
             if k != "f.0.0.weight":

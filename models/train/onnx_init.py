@@ -109,7 +109,7 @@ def load(model, onnx_path, task):
                 stats[key] = (z.mean(1), z.var(1))
             hooks.append(bn.register_forward_hook(hook))
     model.eval()
-    x = calibration_batch(task, 256 if task == "ocr" else 32, getattr(model, "height", 32))
+    x = calibration_batch(task, 256, model.height) if task == "ocr" else calibration_batch(task, 32)
     with torch.no_grad():
         model(x)
     for h in hooks:

@@ -63,10 +63,13 @@ class Pipeline:
         return self.read_crop(crop)
 
     def read_crop(self, crop):
-        o = self.m["ocr"]
         c = crop.convert("RGB").resize((self.ow, self.oh), Image.BILINEAR)
-        x = self._chan(c, self.oc)[None].astype(np.float32)
-        p = self.ocr.run(None, {self.ocr.get_inputs()[0].name: x})[0][0]
+        return self.read_input(self._chan(c, self.oc))
+
+    def read_input(self, x):
+        """(text, confidence) of one OCR input already at the model's size, [C, H, W] in 0..1."""
+        o = self.m["ocr"]
+        p = self.ocr.run(None, {self.ocr.get_inputs()[0].name: x[None].astype(np.float32)})[0][0]
         idx = p.argmax(-1)
         alpha = o["alphabet"]
         chars = [(alpha[i], float(p[k, i])) for k, i in enumerate(idx) if alpha[i] != o["pad_char"]]
