@@ -27,7 +27,7 @@ use crate::outbox::{OpenOutcome, Outbox, OutboxError};
 use crate::privacy::policy::{self, PolicyError, ReadPolicy};
 use crate::publish::{self, PrivacyLinks, PublishSettings};
 use crate::recognize::tracker::{FrameInfo, Tracker};
-use crate::recognize::{Detection, MotionGate, PlateRead, RecognizeError, Recognizer, Timings};
+use crate::recognize::{Detection, MotionGate, PlateRead, RecognizeError, Recognized, Recognizer};
 use crate::telemetry::{LogStream, Metrics};
 use crate::web;
 use crate::wire::{ModelHashes, ReadMessage};
@@ -294,6 +294,7 @@ fn log_counts(metrics: &Metrics) {
     tracing::info!(
         frames_recognized = metrics.inferences.load(Relaxed),
         detections = metrics.detections.load(Relaxed),
+        boxes_not_plates = metrics.boxes_not_plates.load(Relaxed),
         reads = metrics.reads_total.load(Relaxed),
         reads_lost = metrics.reads_lost.load(Relaxed),
         dropped_noise = drops.noise.load(Relaxed),
@@ -378,7 +379,7 @@ pub struct RecognizeSettings {
 /// A frame on its way to the tracker.
 enum Step {
     /// The detector ran (in a worker).
-    Ran(Frame, Result<(Vec<Detection>, Timings), RecognizeError>),
+    Ran(Frame, Result<Recognized, RecognizeError>),
     /// The gate found the scene unchanged: the detector's last result stands.
     Gated(Frame),
     /// No frame came for `IDLE_FLUSH`: open passes end.
@@ -501,13 +502,14 @@ fn detect_loop(
         let Ok((index, frame)) = job else { break };
         let started = Instant::now();
         let result = s.recognizer.recognize(&frame.image);
-        if let Ok((detections, t)) = &result {
+        if let Ok(r) = &result {
+            let t = &r.timings;
             s.metrics.record_inference(started.elapsed());
             s.metrics.timings.record_frame(t);
             if let Some(samples) = &s.samples {
                 StageSamples::add(&samples.detect, t.detect_ms);
                 // A frame without plates has no OCR time to speak of.
-                if !detections.is_empty() {
+                if !r.detections.is_empty() {
                     StageSamples::add(&samples.ocr, t.ocr_ms);
                 }
             }
@@ -566,7 +568,14 @@ where
                     }
                     continue;
                 }
-                Step::Ran(frame, Ok((detections, timings))) => {
+                Step::Ran(
+                    frame,
+                    Ok(Recognized {
+                        detections,
+                        not_plates,
+                        timings,
+                    }),
+                ) => {
                     // Per frame, for watching a slow unit; tests/vm paces its photos on it
                     // (captured_ms: when the frame was taken, by the wall clock, in ms since the
                     // epoch).
@@ -575,12 +584,16 @@ where
                         seq = frame.seq,
                         captured_ms = captured_ms(&frame),
                         detections = detections.len(),
+                        not_plates,
                         ms = timings.total_ms as u64,
                         "frame recognized"
                     );
                     s.metrics
                         .detections
                         .fetch_add(detections.len() as u64, Relaxed);
+                    s.metrics
+                        .boxes_not_plates
+                        .fetch_add(u64::from(not_plates), Relaxed);
                     last.clone_from(&detections);
                     (frame, detections)
                 }

@@ -28,8 +28,10 @@ pub struct Metrics {
     pub inference_us: AtomicU64,
     pub inferences: AtomicU64,
     pub reads_total: AtomicU64,
-    /// Plate boxes the detector found, over all frames.
+    /// Plate boxes found and read, over all frames.
     pub detections: AtomicU64,
+    /// Detector boxes the OCR read under the model's `ocr.min_confidence` (not plates).
+    pub boxes_not_plates: AtomicU64,
     /// Vehicle passes that ended without becoming a read, by reason.
     pub passes_dropped: PassDrops,
     /// Reads the tracker produced that could not be stored (each is also logged as an error).
@@ -118,6 +120,7 @@ impl Default for Metrics {
             inferences: AtomicU64::new(0),
             reads_total: AtomicU64::new(0),
             detections: AtomicU64::new(0),
+            boxes_not_plates: AtomicU64::new(0),
             passes_dropped: PassDrops::default(),
             reads_lost: AtomicU64::new(0),
             session_takeovers: AtomicU64::new(0),

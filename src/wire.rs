@@ -160,6 +160,9 @@ pub struct HealthMessage {
     pub frames_recognized: u64,
     #[serde(default)]
     pub detections: u64,
+    /// Detector boxes read under the model's `ocr.min_confidence` since start: not plates.
+    #[serde(default)]
+    pub boxes_not_plates: u64,
     /// Passes that ended without a read since start, by reason.
     #[serde(default)]
     pub passes_dropped: PassesDropped,

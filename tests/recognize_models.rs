@@ -69,7 +69,11 @@ fn own_models_read_the_sample_photos_and_report_their_hashes() {
     let mut read = 0;
     for (photo, plate) in &truth {
         let img = image::open(photo).expect("photo decodes").to_rgb8();
-        let (dets, timings) = rec.recognize(&img).expect("recognize");
+        let platecam::recognize::Recognized {
+            detections: dets,
+            timings,
+            ..
+        } = rec.recognize(&img).expect("recognize");
         assert!(timings.total_ms >= timings.detect_ms);
         for d in &dets {
             let b = d.bbox;
@@ -448,7 +452,7 @@ fn community_formats_load_and_decode_on_tiny_models() {
     assert_eq!(det_hash, hex::encode(sha2::Sha256::digest(&det_bytes)));
     // An 832x832 frame: the letterbox halves it, with no padding.
     let frame = image::RgbImage::from_pixel(832, 832, image::Rgb([120, 120, 120]));
-    let (dets, _) = rec.recognize(&frame).expect("recognize");
+    let dets = rec.recognize(&frame).expect("recognize").detections;
     assert_eq!(dets.len(), 1, "{dets:?}");
     let b = dets[0].bbox;
     for (got, want) in [(b.x, 200.0), (b.y, 300.0), (b.w, 200.0), (b.h, 50.0)] {
@@ -475,9 +479,9 @@ fn reads_under_the_manifests_ocr_floor_are_not_plates() {
     };
     let read = |floor: f64| {
         let rec = with_floor(floor).expect("models load");
-        rec.recognize(&img).expect("recognize").0
+        rec.recognize(&img).expect("recognize")
     };
-    let all = read(0.0);
+    let all = read(0.0).detections;
     let c = all
         .iter()
         .find(|d| normalise(&d.text.text) == plate)
@@ -485,7 +489,14 @@ fn reads_under_the_manifests_ocr_floor_are_not_plates() {
         .unwrap_or_else(|| panic!("{}: {plate} not read: {all:?}", photo.display()));
     assert!(c < 0.999, "confidence {c}: no room for a floor above it");
     let floor = f64::from(c) + 1e-4;
-    let kept = read(floor);
+    let found = read(floor);
+    assert_eq!(
+        found.detections.len() + found.not_plates as usize,
+        all.len(),
+        "every box under the floor is counted: {found:?}"
+    );
+    assert!(found.not_plates >= 1, "{found:?}");
+    let kept = found.detections;
     assert!(
         kept.iter()
             .all(|d| f64::from(d.text.confidence) >= floor - 1e-6),

@@ -81,7 +81,7 @@ fn reference_models_read_eu_benchmark_photos() {
     let mut read = 0;
     for (photo, plate) in &subset {
         let img = image::open(photo).expect("photo decodes").to_rgb8();
-        let (dets, _) = rec.recognize(&img).expect("recognize");
+        let dets = rec.recognize(&img).expect("recognize").detections;
         let texts: Vec<String> = dets.iter().map(|d| normalise(&d.text.text)).collect();
         if texts.iter().any(|t| t == plate) {
             read += 1;
@@ -102,7 +102,11 @@ fn reference_ocr_reads_a_crop_and_models_report_hashes() {
     assert_eq!(ocr_hash.len(), 64);
     let (photo, plate) = &eu_benchmark()[0];
     let img = image::open(photo).expect("photo").to_rgb8();
-    let (dets, timings) = rec.recognize(&img).expect("recognize");
+    let platecam::recognize::Recognized {
+        detections: dets,
+        timings,
+        ..
+    } = rec.recognize(&img).expect("recognize");
     assert!(timings.total_ms >= timings.detect_ms);
     let d = dets
         .iter()
@@ -140,7 +144,7 @@ fn own_models_on_the_eu_benchmark_give_boxes_inside_the_photo() {
     let mut read = 0;
     for (photo, plate) in &subset {
         let img = image::open(photo).expect("photo decodes").to_rgb8();
-        let (dets, _) = rec.recognize(&img).expect("recognize");
+        let dets = rec.recognize(&img).expect("recognize").detections;
         for d in &dets {
             let b = d.bbox;
             assert!(b.x >= 0.0 && b.y >= 0.0, "{b:?}");
@@ -194,8 +198,16 @@ fn dequantized_community_detector_reads_like_the_quantised_one() {
     let (mut exported_ms, mut rewritten_ms) = (0.0, 0.0);
     for photo in &photos {
         let img = image::open(photo).expect("photo decodes").to_rgb8();
-        let (a, ta) = exported.recognize(&img).expect("as exported");
-        let (b, tb) = rewritten.recognize(&img).expect("rewritten");
+        let platecam::recognize::Recognized {
+            detections: a,
+            timings: ta,
+            ..
+        } = exported.recognize(&img).expect("as exported");
+        let platecam::recognize::Recognized {
+            detections: b,
+            timings: tb,
+            ..
+        } = rewritten.recognize(&img).expect("rewritten");
         exported_ms += ta.detect_ms;
         rewritten_ms += tb.detect_ms;
         let texts = |d: &[platecam::recognize::Detection]| {

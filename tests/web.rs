@@ -391,6 +391,8 @@ fn prometheus_scrapes_the_daemon() {
     println!("platecam_stage_duration_seconds_count{{stage=\"frame\"}}: {hist}");
     let frames = query("platecam_frames_total%7Bcamera%3D%22lane1%22%7D");
     assert!(value(&frames).is_some_and(|v| v >= 1.0), "{frames}");
+    let not_plates = query("platecam_boxes_not_plates_total");
+    assert!(value(&not_plates).is_some(), "{not_plates}");
 }
 
 /// Where test artifacts are kept (the screenshot): `target/web-test/`.

@@ -12,6 +12,8 @@ use crate::recognize::Recognizer;
 struct ImageResult<'a> {
     image: &'a str,
     plates: Vec<PlateJson>,
+    /// Detector boxes read under the model's `ocr.min_confidence`: not plates, not listed.
+    not_plates: u32,
     ms: Ms,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<String>,
@@ -89,9 +91,10 @@ pub fn run(
         let name = path.display().to_string();
         let result = read_image(&recognizer, &tracking, path, ocr_only);
         let out = match result {
-            Ok((plates, ms)) => ImageResult {
+            Ok((plates, not_plates, ms)) => ImageResult {
                 image: &name,
                 plates,
+                not_plates,
                 ms,
                 error: None,
             },
@@ -100,6 +103,7 @@ pub fn run(
                 ImageResult {
                     image: &name,
                     plates: vec![],
+                    not_plates: 0,
                     ms: Ms::default(),
                     error: Some(e),
                 }
@@ -124,6 +128,12 @@ pub fn run(
                 );
             }
         }
+        if !json && out.not_plates > 0 {
+            println!(
+                "{name}: {} box(es) read under the model's ocr.min_confidence: not plates",
+                out.not_plates
+            );
+        }
     }
     Ok(u8::from(failed))
 }
@@ -133,7 +143,7 @@ fn read_image(
     tracking: &TrackingConfig,
     path: &Path,
     ocr_only: bool,
-) -> Result<(Vec<PlateJson>, Ms), String> {
+) -> Result<(Vec<PlateJson>, u32, Ms), String> {
     let started = std::time::Instant::now();
     let img = image::open(path).map_err(|e| e.to_string())?.to_rgb8();
     let decode = started.elapsed().as_secs_f64() * 1e3;
@@ -141,6 +151,7 @@ fn read_image(
         decode,
         ..Ms::default()
     };
+    let mut not_plates = 0;
     let plates = if ocr_only {
         let text = recognizer.read_plate(&img).map_err(|e| e.to_string())?;
         ms.ocr = started.elapsed().as_secs_f64() * 1e3 - decode;
@@ -152,10 +163,12 @@ fn read_image(
             1.0,
         )]
     } else {
-        let (detections, timings) = recognizer.recognize(&img).map_err(|e| e.to_string())?;
-        ms.detect = timings.detect_ms;
-        ms.ocr = timings.ocr_ms;
-        detections
+        let found = recognizer.recognize(&img).map_err(|e| e.to_string())?;
+        ms.detect = found.timings.detect_ms;
+        ms.ocr = found.timings.ocr_ms;
+        not_plates = found.not_plates;
+        found
+            .detections
             .into_iter()
             .map(|d| {
                 let bbox = [d.bbox.x, d.bbox.y, d.bbox.w, d.bbox.h].map(|v| v.round() as u32);
@@ -164,5 +177,5 @@ fn read_image(
             .collect()
     };
     ms.total = started.elapsed().as_secs_f64() * 1e3;
-    Ok((plates, ms))
+    Ok((plates, not_plates, ms))
 }

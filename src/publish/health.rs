@@ -86,6 +86,7 @@ impl HealthSampler {
             logs_dropped: metrics.logs_dropped.load(Ordering::Relaxed),
             frames_recognized: n,
             detections: metrics.detections.load(Ordering::Relaxed),
+            boxes_not_plates: metrics.boxes_not_plates.load(Ordering::Relaxed),
             passes_dropped: PassesDropped {
                 noise: metrics.passes_dropped.noise.load(Ordering::Relaxed),
                 low_confidence: metrics

@@ -76,6 +76,16 @@ pub struct Timings {
     pub total_ms: f64,
 }
 
+/// What [`Recognizer::recognize`] found on one frame.
+#[derive(Debug)]
+pub struct Recognized {
+    pub detections: Vec<Detection>,
+    /// Detector boxes the OCR read under the model's `ocr.min_confidence`: not plates (signs,
+    /// grilles, text), counted so an operator can see what the floor removes.
+    pub not_plates: u32,
+    pub timings: Timings,
+}
+
 /// Detector + OCR: frame in, every plate with its text out.
 #[derive(Debug)]
 pub struct Recognizer {
@@ -160,11 +170,12 @@ impl Recognizer {
     }
 
     /// Every plate in the frame, each read by the OCR.
-    pub fn recognize(&self, img: &RgbImage) -> Result<(Vec<Detection>, Timings), RecognizeError> {
+    pub fn recognize(&self, img: &RgbImage) -> Result<Recognized, RecognizeError> {
         let start = Instant::now();
         let boxes = self.detector.detect(img)?;
         let detected = Instant::now();
         let mut detections = Vec::with_capacity(boxes.len());
+        let mut not_plates = 0;
         for bbox in boxes {
             let r = self.ocr.crop_rect(&bbox, img.width(), img.height());
             let mut text = self.ocr.read(img, r)?;
@@ -177,6 +188,7 @@ impl Recognizer {
                     ?bbox,
                     "box read under the model's ocr.min_confidence: not a plate"
                 );
+                not_plates += 1;
                 continue;
             }
             let crop =
@@ -191,7 +203,11 @@ impl Recognizer {
             ocr_ms: ms(detected, end),
             total_ms: ms(start, end),
         };
-        Ok((detections, timings))
+        Ok(Recognized {
+            detections,
+            not_plates,
+            timings,
+        })
     }
 
     /// OCR only, on the whole image (a plate crop).

@@ -77,8 +77,14 @@ impl Collector for Unit {
         counter(
             &mut e,
             "detections",
-            "Plate boxes the detector found.",
+            "Plate boxes found and read.",
             m.detections.load(Relaxed),
+        )?;
+        counter(
+            &mut e,
+            "boxes_not_plates",
+            "Detector boxes read under the model's ocr.min_confidence: not plates.",
+            m.boxes_not_plates.load(Relaxed),
         )?;
         counter(
             &mut e,

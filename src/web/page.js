@@ -109,7 +109,7 @@ function showHealth(h) {
     ["evictions", h.evictions], ["reads lost", h.reads_lost], ["quarantined", h.quarantined],
     ["outbox", (h.outbox_bytes / 1048576).toFixed(1) + " MiB"],
     ["disk free", h.disk_free_bytes == null ? "?" : (h.disk_free_bytes / 1073741824).toFixed(2) + " GiB"],
-    ["frames recognised", h.frames_recognized], ["plate boxes", h.detections],
+    ["frames recognised", h.frames_recognized], ["plate boxes", h.detections], ["boxes not plates", h.boxes_not_plates],
     ["passes dropped", `${h.passes_dropped.noise} noise, ${h.passes_dropped.low_confidence} low conf., ${h.passes_dropped.implausible} implausible`],
     ["logs dropped", h.logs_dropped], ["session takeovers", h.session_takeovers],
   ];

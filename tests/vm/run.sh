@@ -334,7 +334,7 @@ for line in log:
 if c:
     each = f" ({sum(ms) / len(ms) / 1000:.1f} s each)" if ms else ""
     counts = (f"frames {c['frames']} ({c['frames_dropped']} dropped), recognised {c['frames_recognized']}{each}, "
-              f"detections {c['detections']}, reads {c['reads']} ({c['reads_lost']} lost), passes dropped: "
+              f"detections {c['detections']} ({c.get('boxes_not_plates', 0)} boxes not plates), reads {c['reads']} ({c['reads_lost']} lost), passes dropped: "
               f"noise {c['dropped_noise']}, low confidence {c['dropped_low_confidence']}, "
               f"implausible {c['dropped_implausible']}")
 else:
