@@ -7,7 +7,8 @@ The crops come from the training generator (synth.ocr_sample) with a seed no tra
 draws from, so this measures the readers on data they were not trained on without touching the
 benchmark photos. Each model reads the crops at its own input size (manifest.json), through
 onnxruntime (the fixed-slot output the Rust side decodes). `neg` crops hold no plate: the share
-read as nothing. Needs the training requirements (models/train/requirements.txt).
+read as nothing. `mw`: US and EU crops whose text holds an M or a W (the look-alikes of H the
+readers miss on real plates). Needs the training requirements (models/train/requirements.txt).
 """
 import argparse
 import os
@@ -18,7 +19,25 @@ import synth  # noqa: E402
 from pipeline import Pipeline  # noqa: E402
 
 SEED = 555001  # no training phase draws from it (train.py: 1234, 1235 plus index offsets)
-STYLES = {"us": 0, "eu": 1, "br": 2, "neg": 3}
+STYLES = {"us": 0, "eu": 1, "br": 2, "neg": 3, "mw": 4}
+
+
+def crops(style, k, n, w, h):
+    """n crops of `style`, the same for every reader of one input size."""
+    i = kept = 0
+    while kept < n:
+        rng = synth.sample_rng(SEED + k, i)
+        i += 1
+        if style == "neg":
+            a, label = synth.ocr_sample(rng, w, h, negative=1.0)
+        elif style == "mw":
+            a, label = synth.ocr_sample(rng, w, h, style="us" if i % 2 else "eu")
+            if not set(label) & set("MW"):
+                continue
+        else:
+            a, label = synth.ocr_sample(rng, w, h, style=style)
+        kept += 1
+        yield a, label
 
 
 def main():
@@ -32,12 +51,7 @@ def main():
         row = []
         for _, p in pipes:
             ok = 0
-            for i in range(args.n):
-                rng = synth.sample_rng(SEED + k, i)
-                if style == "neg":
-                    a, label = synth.ocr_sample(rng, p.ow, p.oh, negative=1.0)
-                else:
-                    a, label = synth.ocr_sample(rng, p.ow, p.oh, style=style)
+            for a, label in crops(style, k, args.n, p.ow, p.oh):
                 ok += p.read_input(a[None])[0] == label
             row.append("%27.1f%%" % (100.0 * ok / args.n))
         print("%-5s %s" % (style, "  ".join(row)), flush=True)

@@ -115,25 +115,51 @@ def available(names):
 
 # ---------------------------------------------------------------- text masks
 
-def text_mask(text, font_name, size=64, stroke=0):
-    """Tight 'L' mask of a line of text rendered with font at size."""
+def text_mask(text, font_name, size=64, stroke=0, shallow=None):
+    """Tight 'L' mask of a line of text rendered with font at size.
+
+    shallow: draw M and W as plate faces do (US state faces, narrow DIN cuts): as wide as H, two
+    stems and an inner V reaching only this share of the height, instead of the font's own."""
     font = get_font(font_name, size)
-    l, t, r, b = font.getbbox(text, stroke_width=stroke)
+    drawn = text if shallow is None else "".join("H" if c in "MW" else c for c in text)
+    l, t, r, b = font.getbbox(drawn, stroke_width=stroke)
     w, h = max(1, r - l), max(1, b - t)
     im = Image.new("L", (w + 2, h + 2), 0)
-    ImageDraw.Draw(im).text((1 - l, 1 - t), text, fill=255, font=font, stroke_width=stroke,
+    ImageDraw.Draw(im).text((1 - l, 1 - t), drawn, fill=255, font=font, stroke_width=stroke,
                             stroke_fill=255)
+    if shallow is not None:
+        _shallow_mw(im, font, text, drawn, 1 - l, 1 - t, stroke, shallow)
     bb = im.getbbox()
     return im.crop(bb) if bb else im
 
 
+def _shallow_mw(im, font, text, drawn, ox, oy, stroke, depth):
+    """Redraws the H standing in for each M/W of `text` as a plate-face M/W (see text_mask)."""
+    d = ImageDraw.Draw(im)
+    hl, ht, hr, hb = font.getbbox("H", stroke_width=stroke)
+    il, _, ir, _ = font.getbbox("I", stroke_width=stroke)
+    sw = int(max(1, min(ir - il, (hr - hl) / 3)))  # a sans I is one stem wide
+    for i, c in enumerate(text):
+        if c not in "MW":
+            continue
+        x = ox + font.getlength(drawn[:i])
+        x0, x1, y0, y1 = x + hl, x + hr - 1, oy + ht, oy + hb - 1
+        d.rectangle((x0, y0, x1, y1), fill=0)
+        d.rectangle((x0, y0, x0 + sw - 1, y1), fill=255)
+        d.rectangle((x1 - sw + 1, y0, x1, y1), fill=255)
+        ends = y0 if c == "M" else y1
+        apex = y0 + depth * (y1 - y0) if c == "M" else y1 - depth * (y1 - y0)
+        d.line([(x0 + sw / 2, ends), ((x0 + x1) / 2, apex), (x1 - sw / 2, ends)], fill=255,
+               width=max(1, int(sw * 0.85)), joint="curve")
+
+
 def paste_text(img, text, font_name, box, color, rng, keep_aspect=False, stroke=0, align="c",
-               render_size=None):
-    """Render text to fill box=(x,y,w,h) on img."""
+               render_size=None, shallow=None):
+    """Render text to fill box=(x,y,w,h) on img (shallow: see text_mask)."""
     x, y, w, h = [int(round(v)) for v in box]
     if w < 2 or h < 2 or not text.strip():
         return
-    m = text_mask(text, font_name, render_size or max(12, min(96, int(h * 1.4))), stroke)
+    m = text_mask(text, font_name, render_size or max(12, min(96, int(h * 1.4))), stroke, shallow)
     if keep_aspect or m.width * h / max(1, m.height) < w:
         nw = max(1, int(round(m.width * h / m.height)))
         if nw > w:
@@ -195,6 +221,12 @@ def plate_text(style, rng):
     if not (4 <= len(label) <= 8):
         return plate_text(style, rng)
     return t, label
+
+
+def plate_face(rng, text):
+    """The depth of a plate-face M/W (text_mask's shallow) for 40% of the texts holding one: the
+    faces of US states and narrow DIN cuts, where the reader took W and M for H; None: the font's."""
+    return rng.uniform(0.35, 0.75) if set(text) & set("MW") and rng.random() < 0.4 else None
 
 
 # ---------------------------------------------------------------- colours
@@ -334,7 +366,7 @@ def render_us(rng, text, label):
     else:
         x0 = (W - tw) / 2 + rng.uniform(-0.03, 0.03) * W
     stroke = 1 if rng.random() < 0.15 else 0
-    paste_text(img, text, fn, (x0, cy, tw, ch), tcol, rng, stroke=stroke)
+    paste_text(img, text, fn, (x0, cy, tw, ch), tcol, rng, stroke=stroke, shallow=plate_face(rng, text))
     if " " in text and rng.random() < 0.5:  # emblem / state outline between the groups
         d = ImageDraw.Draw(img)
         gx = x0 + tw * (text.index(" ") + 0.5) / len(text)
@@ -435,7 +467,7 @@ def render_eu(rng, text, label):
     tw = min(avail, ch * rng.uniform(0.55, 0.7) * len(shown))
     x0 = x_start + (avail - tw) / 2
     tcol = (235, 235, 235) if inverted else (15 + rng.randint(0, 25),) * 3
-    paste_text(img, shown, fn, (x0, cy, tw, ch), tcol, rng)
+    paste_text(img, shown, fn, (x0, cy, tw, ch), tcol, rng, shallow=plate_face(rng, shown))
     if emblem:
         sx = x0 + tw * (shown.index(" ") + 1) / len(shown)
         draw_emblem(img, rng, sx, cy + ch / 2, min(ch * 0.7, tw / len(shown) * 0.9))
@@ -499,7 +531,7 @@ def render_br_mercosur(rng, text):
                 if rng.random() < 0.5:
                     d.rectangle([x0 + i * q / 5, y0 + j * q / 5, x0 + (i + 1) * q / 5, y0 + (j + 1) * q / 5],
                                 fill=(20, 20, 20))
-    paste_text(img, text, rng.choice(available(BR_FONTS)), ((W - tw) / 2, cy, tw, ch), col, rng)
+    paste_text(img, text, rng.choice(available(BR_FONTS)), ((W - tw) / 2, cy, tw, ch), col, rng, shallow=plate_face(rng, text))
     return img
 
 
@@ -530,7 +562,7 @@ def render_br_grey(rng, text):
     ch = (H - bh) * rng.uniform(0.66, 0.82)
     cy = bh + (H - bh - ch) / 2 + rng.uniform(-0.03, 0.03) * H
     tw = min(W * 0.92, ch * rng.uniform(0.5, 0.62) * len(text))
-    paste_text(img, text, rng.choice(available(BR_FONTS)), ((W - tw) / 2, cy, tw, ch), tcol, rng)
+    paste_text(img, text, rng.choice(available(BR_FONTS)), ((W - tw) / 2, cy, tw, ch), tcol, rng, shallow=plate_face(rng, text))
     return img
 
 
