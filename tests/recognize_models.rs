@@ -69,12 +69,9 @@ fn own_models_read_the_sample_photos_and_report_their_hashes() {
     let mut read = 0;
     for (photo, plate) in &truth {
         let img = image::open(photo).expect("photo decodes").to_rgb8();
-        let platecam::recognize::Recognized {
-            detections: dets,
-            timings,
-            ..
-        } = rec.recognize(&img).expect("recognize");
-        assert!(timings.total_ms >= timings.detect_ms);
+        let found = rec.recognize(&img).expect("recognize");
+        assert!(found.timings.total_ms >= found.timings.detect_ms);
+        let dets = found.detections;
         for d in &dets {
             let b = d.bbox;
             assert!(b.x >= 0.0 && b.y >= 0.0, "{b:?}");

@@ -102,12 +102,9 @@ fn reference_ocr_reads_a_crop_and_models_report_hashes() {
     assert_eq!(ocr_hash.len(), 64);
     let (photo, plate) = &eu_benchmark()[0];
     let img = image::open(photo).expect("photo").to_rgb8();
-    let platecam::recognize::Recognized {
-        detections: dets,
-        timings,
-        ..
-    } = rec.recognize(&img).expect("recognize");
-    assert!(timings.total_ms >= timings.detect_ms);
+    let found = rec.recognize(&img).expect("recognize");
+    assert!(found.timings.total_ms >= found.timings.detect_ms);
+    let dets = found.detections;
     let d = dets
         .iter()
         .find(|d| normalise(&d.text.text) == *plate)
@@ -198,18 +195,11 @@ fn dequantized_community_detector_reads_like_the_quantised_one() {
     let (mut exported_ms, mut rewritten_ms) = (0.0, 0.0);
     for photo in &photos {
         let img = image::open(photo).expect("photo decodes").to_rgb8();
-        let platecam::recognize::Recognized {
-            detections: a,
-            timings: ta,
-            ..
-        } = exported.recognize(&img).expect("as exported");
-        let platecam::recognize::Recognized {
-            detections: b,
-            timings: tb,
-            ..
-        } = rewritten.recognize(&img).expect("rewritten");
-        exported_ms += ta.detect_ms;
-        rewritten_ms += tb.detect_ms;
+        let a = exported.recognize(&img).expect("as exported");
+        let b = rewritten.recognize(&img).expect("rewritten");
+        exported_ms += a.timings.detect_ms;
+        rewritten_ms += b.timings.detect_ms;
+        let (a, b) = (a.detections, b.detections);
         let texts = |d: &[platecam::recognize::Detection]| {
             let mut t: Vec<String> = d.iter().map(|d| normalise(&d.text.text)).collect();
             t.sort();

@@ -255,7 +255,6 @@ def main():
         # as synthetic scenes overrate the detector on small real plates
         from calibrate import calibrate
         cal = calibrate(args.out, args.calibrate, threshold=manifest["detector"]["score_threshold"])
-        manifest["detector"]["score_threshold"] = cal["score_threshold"]
         manifest["ocr"]["min_confidence"] = cal["ocr_min_confidence"]
         manifest["provenance"]["calibration"] = cal
         write_manifest(args.out, manifest)
