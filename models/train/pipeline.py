@@ -4,10 +4,12 @@ Contract (see models/README.md):
   detector input [1,C,H,W] pixel/255, frame resized by s=min(W/fw,H/fh) (bilinear), top-left, rest = pad.
   detector output [1,5,H/stride,W/stride]: prob, off_x, off_y (sigmoid), ln(w/stride), ln(h/stride).
   decode: prob >= score_threshold and max of its 3x3 neighbourhood; boxes / s; greedy NMS at nms_iou.
-  OCR: box expanded by crop_margin*w / crop_margin*h on each side, cropped from the frame, resized to
+  OCR: box expanded by crop_margin*w / crop_margin*h on each side, cropped from the frame on whole
+  pixels (floor/ceil outwards), resized to
   W x H (aspect not kept), output [1,slots,len(alphabet)] probabilities; argmax per slot, pads dropped.
 """
 import json
+import math
 import os
 
 import numpy as np
@@ -55,11 +57,13 @@ class Pipeline:
         fw, fh = img.size
         x, y, w, h = box
         mx, my = w * o["crop_margin"], h * o["crop_margin"]
-        x0, y0 = max(0.0, x - mx), max(0.0, y - my)
-        x1, y1 = min(float(fw), x + w + mx), min(float(fh), y + h + my)
+        # on whole pixels outwards, as the Rust side cuts it (Ocr::crop_rect): the reader's output
+        # moves with a crop one pixel off
+        x0, y0 = min(max(math.floor(x - mx), 0), fw), min(max(math.floor(y - my), 0), fh)
+        x1, y1 = min(max(math.ceil(x + w + mx), 0), fw), min(max(math.ceil(y + h + my), 0), fh)
         if x1 - x0 < 2 or y1 - y0 < 2:
             return "", 0.0
-        crop = img.convert("RGB").crop((int(round(x0)), int(round(y0)), int(round(x1)), int(round(y1))))
+        crop = img.convert("RGB").crop((x0, y0, x1, y1))
         return self.read_crop(crop)
 
     def read_crop(self, crop):
