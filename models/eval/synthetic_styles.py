@@ -8,8 +8,7 @@ draws from, so this measures the readers on data they were not trained on withou
 benchmark photos. Each model reads the crops at its own input size (manifest.json), through
 onnxruntime (the fixed-slot output the Rust side decodes). `neg` crops hold no plate: the share
 read as nothing. `mw`: US and EU crops whose text holds an M or a W (the look-alikes of H the
-readers miss on real plates). `us0`: US crops whose text holds a 0 (read as O on real plates).
-Needs the training requirements (models/train/requirements.txt).
+readers miss on real plates). Needs the training requirements (models/train/requirements.txt).
 """
 import argparse
 import os
@@ -20,7 +19,7 @@ import synth  # noqa: E402
 from pipeline import Pipeline  # noqa: E402
 
 SEED = 555001  # no training phase draws from it (train.py: 1234, 1235 plus index offsets)
-STYLES = {"us": 0, "eu": 1, "br": 2, "neg": 3, "mw": 4, "us0": 5}
+STYLES = {"us": 0, "eu": 1, "br": 2, "neg": 3, "mw": 4}
 
 
 def crops(style, k, n, w, h):
@@ -34,10 +33,6 @@ def crops(style, k, n, w, h):
         elif style == "mw":
             a, label = synth.ocr_sample(rng, w, h, style="us" if i % 2 else "eu")
             if not set(label) & set("MW"):
-                continue
-        elif style == "us0":
-            a, label = synth.ocr_sample(rng, w, h, style="us")
-            if "0" not in label:
                 continue
         else:
             a, label = synth.ocr_sample(rng, w, h, style=style)

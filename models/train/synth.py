@@ -179,17 +179,11 @@ CONFUSABLE_LETTERS = "OODDQBBIIWWMMHHNSZGUV"
 CONFUSABLE_DIGITS = "0008881115526"
 
 
-# US standard series leave out I, O and Q (they read as 1 and 0); vanity plates (the `A`
-# patterns) may hold any letter.
-US_SERIES_LETTERS = "".join(c for c in LETTERS if c not in "IOQ")
-
-
-def _pattern_text(pattern, rng, confusable=False, letters=LETTERS):
-    pool = "".join(c for c in CONFUSABLE_LETTERS if c in letters)
+def _pattern_text(pattern, rng, confusable=False):
     out = []
     for p in pattern:
         if p == "L":
-            out.append(rng.choice(pool if confusable and rng.random() < 0.6 else letters))
+            out.append(rng.choice(CONFUSABLE_LETTERS if confusable and rng.random() < 0.6 else LETTERS))
         elif p == "N":
             out.append(rng.choice(CONFUSABLE_DIGITS if confusable and rng.random() < 0.6 else DIGITS))
         elif p == "A":
@@ -215,7 +209,7 @@ BR_PATTERNS = ["LLLNLNN", "LLLNLNN", "LLL-NNNN", "LLL-NNNN", "LLL NNNN"]
 def plate_text(style, rng):
     confusable = rng.random() < 0.3
     if style == "us":
-        t = _pattern_text(rng.choice(US_PATTERNS), rng, confusable, US_SERIES_LETTERS)
+        t = _pattern_text(rng.choice(US_PATTERNS), rng, confusable)
     elif style == "eu":
         if rng.random() < 0.3:
             t = _pattern_text(rng.choice(DE_PATTERNS), rng, confusable)
@@ -233,12 +227,6 @@ def plate_face(rng, text):
     """The depth of a plate-face M/W (text_mask's shallow) for 40% of the texts holding one: the
     faces of US states and narrow DIN cuts, where the reader took W and M for H; None: the font's."""
     return rng.uniform(0.35, 0.75) if set(text) & set("MW") and rng.random() < 0.4 else None
-
-
-def us_zero_face(rng, text):
-    """The characters a US plate face shows for `text`: in 40% of the texts holding a 0 and no O,
-    every 0 drawn as wide as an O (the font's O), as state faces draw it; the label keeps 0."""
-    return text.replace("0", "O") if "0" in text and "O" not in text and rng.random() < 0.4 else text
 
 
 # ---------------------------------------------------------------- colours
@@ -378,8 +366,7 @@ def render_us(rng, text, label):
     else:
         x0 = (W - tw) / 2 + rng.uniform(-0.03, 0.03) * W
     stroke = 1 if rng.random() < 0.15 else 0
-    paste_text(img, us_zero_face(rng, text), fn, (x0, cy, tw, ch), tcol, rng, stroke=stroke,
-               shallow=plate_face(rng, text))
+    paste_text(img, text, fn, (x0, cy, tw, ch), tcol, rng, stroke=stroke, shallow=plate_face(rng, text))
     if " " in text and rng.random() < 0.5:  # emblem / state outline between the groups
         d = ImageDraw.Draw(img)
         gx = x0 + tw * (text.index(" ") + 0.5) / len(text)
