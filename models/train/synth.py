@@ -115,17 +115,13 @@ def available(names):
 
 # ---------------------------------------------------------------- text masks
 
-def text_mask(text, font_name, size=64, stroke=0, shallow=None, wide_zero=False):
+def text_mask(text, font_name, size=64, stroke=0, shallow=None):
     """Tight 'L' mask of a line of text rendered with font at size.
 
     shallow: draw M and W as plate faces do (US state faces, narrow DIN cuts): as wide as H, two
-    stems and an inner V reaching only this share of the height, instead of the font's own.
-    wide_zero: draw 0 as wide as the font's O, as plate faces do (DIN 1451, FE, state faces),
-    where text fonts draw it narrow."""
+    stems and an inner V reaching only this share of the height, instead of the font's own."""
     font = get_font(font_name, size)
     drawn = text if shallow is None else "".join("H" if c in "MW" else c for c in text)
-    if wide_zero:
-        drawn = drawn.replace("0", "O")
     l, t, r, b = font.getbbox(drawn, stroke_width=stroke)
     w, h = max(1, r - l), max(1, b - t)
     im = Image.new("L", (w + 2, h + 2), 0)
@@ -133,8 +129,6 @@ def text_mask(text, font_name, size=64, stroke=0, shallow=None, wide_zero=False)
                             stroke_fill=255)
     if shallow is not None:
         _shallow_mw(im, font, text, drawn, 1 - l, 1 - t, stroke, shallow)
-    if wide_zero:
-        _wide_zero(im, font, text, drawn, 1 - l, 1 - t, stroke)
     bb = im.getbbox()
     return im.crop(bb) if bb else im
 
@@ -159,36 +153,13 @@ def _shallow_mw(im, font, text, drawn, ox, oy, stroke, depth):
                width=max(1, int(sw * 0.85)), joint="curve")
 
 
-def _wide_zero(im, font, text, drawn, ox, oy, stroke):
-    """Redraws the O standing in for each 0 of `text` as the font's 0 stretched to the O's box."""
-    ol, ot, orr, ob = font.getbbox("O", stroke_width=stroke)
-    zl, zt, zr, zb = font.getbbox("0", stroke_width=stroke)
-    zero = Image.new("L", (zr - zl + 2, zb - zt + 2), 0)
-    ImageDraw.Draw(zero).text((1 - zl, 1 - zt), "0", fill=255, font=font, stroke_width=stroke, stroke_fill=255)
-    zero = zero.resize((orr - ol + 2, ob - ot + 2), Image.BILINEAR)
-    d = ImageDraw.Draw(im)
-    for i, c in enumerate(text):
-        if c != "0":
-            continue
-        x = int(round(ox + font.getlength(drawn[:i])))
-        d.rectangle((x + ol, oy + ot, x + orr - 1, oy + ob - 1), fill=0)
-        im.paste(255, (x + ol - 1, oy + ot - 1), zero)
-
-
-def plate_zero(rng, text):
-    """Whether a plate text's zeros are drawn wide (text_mask's wide_zero): 40% of the texts
-    holding a 0; the reader took real plates' wide zeros for O."""
-    return "0" in text and rng.random() < 0.4
-
-
 def paste_text(img, text, font_name, box, color, rng, keep_aspect=False, stroke=0, align="c",
-               render_size=None, shallow=None, wide_zero=False):
-    """Render text to fill box=(x,y,w,h) on img (shallow, wide_zero: see text_mask)."""
+               render_size=None, shallow=None):
+    """Render text to fill box=(x,y,w,h) on img (shallow: see text_mask)."""
     x, y, w, h = [int(round(v)) for v in box]
     if w < 2 or h < 2 or not text.strip():
         return
-    m = text_mask(text, font_name, render_size or max(12, min(96, int(h * 1.4))), stroke, shallow,
-                  wide_zero)
+    m = text_mask(text, font_name, render_size or max(12, min(96, int(h * 1.4))), stroke, shallow)
     if keep_aspect or m.width * h / max(1, m.height) < w:
         nw = max(1, int(round(m.width * h / m.height)))
         if nw > w:
@@ -395,8 +366,7 @@ def render_us(rng, text, label):
     else:
         x0 = (W - tw) / 2 + rng.uniform(-0.03, 0.03) * W
     stroke = 1 if rng.random() < 0.15 else 0
-    paste_text(img, text, fn, (x0, cy, tw, ch), tcol, rng, stroke=stroke, shallow=plate_face(rng, text),
-               wide_zero=plate_zero(rng, text))
+    paste_text(img, text, fn, (x0, cy, tw, ch), tcol, rng, stroke=stroke, shallow=plate_face(rng, text))
     if " " in text and rng.random() < 0.5:  # emblem / state outline between the groups
         d = ImageDraw.Draw(img)
         gx = x0 + tw * (text.index(" ") + 0.5) / len(text)
@@ -497,8 +467,7 @@ def render_eu(rng, text, label):
     tw = min(avail, ch * rng.uniform(0.55, 0.7) * len(shown))
     x0 = x_start + (avail - tw) / 2
     tcol = (235, 235, 235) if inverted else (15 + rng.randint(0, 25),) * 3
-    paste_text(img, shown, fn, (x0, cy, tw, ch), tcol, rng, shallow=plate_face(rng, shown),
-               wide_zero=plate_zero(rng, shown))
+    paste_text(img, shown, fn, (x0, cy, tw, ch), tcol, rng, shallow=plate_face(rng, shown))
     if emblem:
         sx = x0 + tw * (shown.index(" ") + 1) / len(shown)
         draw_emblem(img, rng, sx, cy + ch / 2, min(ch * 0.7, tw / len(shown) * 0.9))
@@ -562,8 +531,7 @@ def render_br_mercosur(rng, text):
                 if rng.random() < 0.5:
                     d.rectangle([x0 + i * q / 5, y0 + j * q / 5, x0 + (i + 1) * q / 5, y0 + (j + 1) * q / 5],
                                 fill=(20, 20, 20))
-    paste_text(img, text, rng.choice(available(BR_FONTS)), ((W - tw) / 2, cy, tw, ch), col, rng,
-               shallow=plate_face(rng, text), wide_zero=plate_zero(rng, text))
+    paste_text(img, text, rng.choice(available(BR_FONTS)), ((W - tw) / 2, cy, tw, ch), col, rng, shallow=plate_face(rng, text))
     return img
 
 
@@ -594,8 +562,7 @@ def render_br_grey(rng, text):
     ch = (H - bh) * rng.uniform(0.66, 0.82)
     cy = bh + (H - bh - ch) / 2 + rng.uniform(-0.03, 0.03) * H
     tw = min(W * 0.92, ch * rng.uniform(0.5, 0.62) * len(text))
-    paste_text(img, text, rng.choice(available(BR_FONTS)), ((W - tw) / 2, cy, tw, ch), tcol, rng,
-               shallow=plate_face(rng, text), wide_zero=plate_zero(rng, text))
+    paste_text(img, text, rng.choice(available(BR_FONTS)), ((W - tw) / 2, cy, tw, ch), tcol, rng, shallow=plate_face(rng, text))
     return img
 
 
