@@ -5,8 +5,8 @@ Contract (see models/README.md):
   detector output [1,5,H/stride,W/stride]: prob, off_x, off_y (sigmoid), ln(w/stride), ln(h/stride).
   decode: prob >= score_threshold and max of its 3x3 neighbourhood; boxes / s; greedy NMS at nms_iou.
   OCR: box expanded by crop_margin*w / crop_margin*h on each side, cropped from the frame on whole
-  pixels (floor/ceil outwards), resized to
-  W x H (aspect not kept), output [1,slots,len(alphabet)] probabilities; argmax per slot, pads dropped.
+  pixels (floor/ceil outwards), resized to W x H (aspect not kept), output [1,slots,len(alphabet)]
+  probabilities; argmax per slot, pads dropped.
 """
 import json
 import math
