@@ -150,6 +150,8 @@ def main():
     ap.add_argument("--device", default="cpu", help="cpu, or cuda to train on a GPU")
     ap.add_argument("--ocr-workers", type=int, default=1, help="processes rendering OCR crops")
     ap.add_argument("--det-workers", type=int, default=1, help="processes rendering detector scenes")
+    ap.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="train.py --precision (bf16: "
+                    "about 1.9x faster on CPUs with AVX512-BF16 or AMX)")
     ap.add_argument("--init", default="", help="continue from the checkpoints in this folder, on fresh data")
     ap.add_argument("--init-onnx", default="", help="continue from the ONNX models (and manifest) in this "
                     "folder, e.g. the committed models/ (onnx_init.py)")
@@ -175,7 +177,8 @@ def main():
     t0 = time.time()
     if not args.skip_train:
         print("training %s on %s (OCR %.1f min, detector %.1f min)" % (args.tasks, args.device, om, dm), flush=True)
-        tr = [sys.executable, os.path.join(HERE, "train.py"), "--seed", str(args.seed), "--device", args.device]
+        tr = [sys.executable, os.path.join(HERE, "train.py"), "--seed", str(args.seed), "--device", args.device,
+              "--precision", args.precision]
         if args.lr:
             tr += ["--lr", str(args.lr)]
 
