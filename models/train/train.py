@@ -143,7 +143,7 @@ def main():
     ap.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
                     help="bf16: the forward pass under bfloat16 autocast (weights, loss and optimiser stay "
                     "fp32); about 1.9x the crops per second on a CPU with AVX512-BF16 or AMX "
-                    "(models/README.md, Phase 12), slower on one without")
+                    "(models/README.md, Phase 12); it may be slower on one without")
     ap.add_argument("--ocr-height", type=int, choices=[32, 64], default=0,
                     help="OCR input rows (default: the --init reader's, else 32); 64 from a 32-row --init "
                     "widens it (nets.OCR.widen)")
