@@ -6,8 +6,8 @@ fast one process renders their samples (training runs at the slower of the two).
 
 A training step is train.py's (forward, loss, backward, AdamW) on random inputs of the real shapes:
 the reader at batch 128 on 64x128 crops with CTC, the detector at batch 8 on 320x416 scenes with
-its focal and L1 losses. The precisions alternate round by round so both see the same machine
-load; each timing is the mean of --steps steps after two warm-up steps. Rendering is
+its focal and L1 losses (train.py's ctc_loss and det_loss). Each round runs both precisions of
+both nets, so both precisions see the same machine load; each timing is the mean of --steps steps after two warm-up steps. Rendering is
 synth.ocr_sample and synth.scene_sample in this process. Needs models/train/requirements.txt and
 the generator's fonts.
 """
@@ -18,12 +18,11 @@ import time
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "train"))
 import synth  # noqa: E402
 from nets import ALPHABET, OCR, Detector  # noqa: E402
-from train import DET_TRAIN_H, DET_TRAIN_W, OCR_W, det_loss, det_targets  # noqa: E402
+from train import DET_TRAIN_H, DET_TRAIN_W, OCR_W, ctc_loss, det_loss, det_targets  # noqa: E402
 
 
 def reader_step(model):
@@ -31,9 +30,7 @@ def reader_step(model):
     y = torch.randint(0, len(ALPHABET) - 1, (128, 9))
 
     def loss():
-        lp = F.log_softmax(model(x).float(), 1).permute(2, 0, 1)
-        return F.ctc_loss(lp, y, torch.full((128,), lp.shape[0], dtype=torch.long),
-                          torch.full((128,), 9, dtype=torch.long), blank=len(ALPHABET) - 1)
+        return ctc_loss(model(x).float(), y)
     return loss, 128
 
 

@@ -109,6 +109,15 @@ def det_loss(out, heat, reg, regm):
     return lh + loff + lsz, (lh.item(), loff.item(), lsz.item())
 
 
+def ctc_loss(logits, y):
+    """CTC loss of [N, C, T] logits against slot labels [N, SLOTS] padded with the pad class."""
+    lp = F.log_softmax(logits, 1).permute(2, 0, 1)      # [T, N, C]
+    blank = len(ALPHABET) - 1                           # the pad class doubles as the CTC blank
+    lens = (y != blank).sum(1)
+    return F.ctc_loss(lp, y, torch.full((y.shape[0],), lp.shape[0], dtype=torch.long, device=y.device),
+                      lens, blank=blank, zero_infinity=True)
+
+
 def lr_at(frac, peak):
     if frac < 0.05:
         return peak * (0.1 + 0.9 * frac / 0.05)
@@ -212,12 +221,9 @@ def main():
             x, y = (t.to(dev, non_blocking=True) for t in batch)
             with autocast:
                 logits = model(x).float()                       # [N, C, T]
-            lp = F.log_softmax(logits, 1).permute(2, 0, 1)      # [T, N, C]
-            blank = len(ALPHABET) - 1                           # the pad class doubles as the CTC blank
-            lens = (y != blank).sum(1)
-            loss = F.ctc_loss(lp, y, torch.full((y.shape[0],), lp.shape[0], dtype=torch.long, device=dev),
-                              lens, blank=blank, zero_infinity=True)
+            loss = ctc_loss(logits, y)
             if step % 50 == 0:
+                blank = len(ALPHABET) - 1
                 with torch.no_grad():
                     got = greedy_ctc(logits.detach().cpu())
                     want = ["".join(ALPHABET[k] for k in r if k != blank) for r in y.cpu().tolist()]
