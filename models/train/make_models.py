@@ -161,6 +161,7 @@ def main():
                     "(train.py --negative)")
     ap.add_argument("--ocr-height", type=int, choices=[32, 64], default=0, help="OCR input rows (train.py "
                     "--ocr-height; default: the starting reader's, else 32)")
+    ap.add_argument("--ocr-deep", action="store_true", help="the reader with residual blocks (train.py --ocr-deep)")
     ap.add_argument("--work", default="/tmp/platecam-train", help="where the checkpoints go")
     ap.add_argument("--train-only", action="store_true", help="stop after training (export elsewhere)")
     ap.add_argument("--skip-train", action="store_true", help="export from existing checkpoints in --work")
@@ -200,6 +201,8 @@ def main():
             extra = ["--negative", str(args.ocr_negative)] if task == "ocr" and args.ocr_negative is not None else []
             if task == "ocr" and args.ocr_height:
                 extra += ["--ocr-height", str(args.ocr_height)]
+            if task == "ocr" and args.ocr_deep:
+                extra += ["--ocr-deep"]
             procs.append(subprocess.Popen(tr + ["--task", task, "--minutes", str(minutes), "--ckpt", ckpt,
                                                 "--workers", str(workers)] + start + extra))
         rc = [p.wait() for p in procs]
@@ -211,7 +214,7 @@ def main():
     os.makedirs(args.out, exist_ok=True)
     torch.manual_seed(args.seed)
     ock, dck = torch.load(ocr_ck, map_location="cpu"), torch.load(det_ck, map_location="cpu")
-    ocr, det = OCR(height=OCR.height_of(ock["model"])), Detector()
+    ocr, det = OCR(height=OCR.height_of(ock["model"]), deep=OCR.deep_of(ock["model"])), Detector()
     ocr.load_state_dict(ock["model"])
     det.load_state_dict(dck["model"])
     det_path, ocr_path = os.path.join(args.out, "detector.onnx"), os.path.join(args.out, "ocr.onnx")

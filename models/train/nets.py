@@ -54,6 +54,23 @@ class Detector(nn.Module):
         return torch.cat([torch.sigmoid(o[:, 0:3]), o[:, 3:5]], 1)
 
 
+class Residual(nn.Module):
+    """relu(x + branch(x)), the branch two 3x3 convolutions (2-D) or 3-wide ones (1-D).
+
+    The branch's last BatchNorm starts with zero scale, so a new block passes its input unchanged
+    (its inputs come out of a ReLU): [`OCR.deepen`] adds such blocks to a trained reader."""
+
+    def __init__(self, ch, dims=2):
+        super().__init__()
+        conv, bn = (nn.Conv2d, nn.BatchNorm2d) if dims == 2 else (nn.Conv1d, nn.BatchNorm1d)
+        self.branch = nn.Sequential(conv(ch, ch, 3, padding=1, bias=False), bn(ch), nn.ReLU(inplace=True),
+                                    conv(ch, ch, 3, padding=1, bias=False), bn(ch))
+        nn.init.zeros_(self.branch[4].weight)
+
+    def forward(self, x):
+        return torch.relu(x + self.branch(x))
+
+
 class OCR(nn.Module):
     """CTC plate reader: [N,1,H,128] -> logits [N, len(ALPHABET), 32] (one column per 4 pixels).
 
@@ -63,32 +80,43 @@ class OCR(nn.Module):
     height 32 (the first readers) or 64: a US plate crop is about twice as wide as tall, so at 32
     rows its characters are some 15 pixels high, less than the camera saw; at 64 a strided stem
     brings the crop to 32 rows in STEM channels before the same network, so the detail that
-    separates 0/O, 8/B or 1/I can reach it ([`widen`] starts such a reader from a 32-row one)."""
+    separates 0/O, 8/B or 1/I can reach it ([`widen`] starts such a reader from a 32-row one).
+
+    deep: one residual block at 8x32 (where the strokes that separate look-alikes are a few
+    rows tall) and one in the 1-D head ([`deepen`] starts such a reader from a shallow one)."""
 
     T = 32
     STEM = 8
 
-    def __init__(self, slots=SLOTS, nclass=len(ALPHABET), height=32):
+    # where deep=True inserts its blocks, as indices into f and seq (deepen renumbers after them)
+    F_BLOCK, SEQ_BLOCK = 6, 6
+
+    def __init__(self, slots=SLOTS, nclass=len(ALPHABET), height=32, deep=False):
         super().__init__()
         if height not in (32, 64):
             raise ValueError("OCR height %d: 32 or 64" % height)
-        self.slots, self.nclass, self.height = slots, nclass, height
+        self.slots, self.nclass, self.height, self.deep = slots, nclass, height, deep
         # registered before f: onnx_init.py pairs ONNX convolutions with the net's in this order
         self.stem = nn.Sequential(nn.Conv2d(1, self.STEM, (4, 3), (2, 1), (1, 1)), nn.ReLU(inplace=True)) \
             if height == 64 else None
-        self.f = nn.Sequential(
+        f = [
             cbr(self.STEM if height == 64 else 1, 32), nn.MaxPool2d(2),  # 16x64
             cbr(32, 64), nn.MaxPool2d(2),                           # 8x32
             cbr(64, 96), cbr(96, 96), nn.MaxPool2d((2, 1)),         # 4x32
             cbr(96, 128), cbr(128, 128), nn.MaxPool2d((2, 1)),      # 2x32
-        )
-        self.seq = nn.Sequential(
+        ]
+        seq = [
             nn.Conv1d(256, 192, 3, padding=1, bias=False), nn.BatchNorm1d(192), nn.ReLU(inplace=True),
             nn.Conv1d(192, 192, 3, padding=2, dilation=2, bias=False), nn.BatchNorm1d(192),
             nn.ReLU(inplace=True),
             nn.Dropout(0.1),
             nn.Conv1d(192, nclass, 1),
-        )
+        ]
+        if deep:
+            f.insert(self.F_BLOCK, Residual(96, 2))
+            seq.insert(self.SEQ_BLOCK, Residual(192, 1))
+        self.f = nn.Sequential(*f)
+        self.seq = nn.Sequential(*seq)
 
     def forward(self, x):
         if self.stem is not None:
@@ -102,6 +130,28 @@ class OCR(nn.Module):
         return 64 if "stem.0.weight" in state else 32
 
     @classmethod
+    def deep_of(cls, state):
+        """Whether the reader whose state dict this is has the residual blocks."""
+        return "f.%d.branch.0.weight" % cls.F_BLOCK in state
+
+    @classmethod
+    def deepen(cls, state, seed=0):
+        """(state of a deep reader that reads as the shallow reader `state` does, names of the new
+        parameters). The new blocks start as identities (their last BatchNorm scale is zero); the
+        layers after them are renumbered."""
+        torch.manual_seed(seed)  # the new blocks' first convolutions start random
+        deep = cls(height=cls.height_of(state), deep=True)
+        out = {k: v.clone() for k, v in deep.state_dict().items()}
+        old = set()
+        for k, v in state.items():
+            part, idx, rest = k.split(".", 2) if k.startswith(("f.", "seq.")) else (k, None, None)
+            if idx is not None and int(idx) >= {"f": cls.F_BLOCK, "seq": cls.SEQ_BLOCK}[part]:
+                k = "%s.%d.%s" % (part, int(idx) + 1, rest)
+            out[k] = v.clone()
+            old.add(k)
+        return out, sorted(set(out) - old)
+
+    @classmethod
     def widen(cls, state, seed=0):
         """The state of a 64-row reader that reads as the 32-row reader `state` does.
 
@@ -110,7 +160,7 @@ class OCR(nn.Module):
         channels start random, and the first convolution's weights for them at zero, so training
         starts from the 32-row reader and grows the use of the finer rows from there."""
         torch.manual_seed(seed)  # the new stem channels' random start
-        wide = cls(height=64)
+        wide = cls(height=64, deep=cls.deep_of(state))
         out = {k: v.clone() for k, v in wide.state_dict().items()}
         for k, v in state.items():
             if k != "f.0.0.weight":

@@ -41,6 +41,8 @@ def onnx_convs(path):
     for n in m.graph.node:  # folded constants may also sit in Constant nodes
         if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value":
             consts[n.output[0]] = numpy_helper.to_array(n.attribute[0].t)
+        if n.op_type == "Identity" and n.input[0] in consts:  # the exporter shares equal constants
+            consts[n.output[0]] = consts[n.input[0]]
     out = []
     for n in m.graph.node:
         if n.op_type != "Conv":
@@ -134,7 +136,12 @@ def input_height(onnx_path):
 
 def new_net(onnx_path, task):
     """A fresh net of the shape of the ONNX export at onnx_path."""
-    return OCR(height=input_height(onnx_path)) if task == "ocr" else Detector()
+    if task != "ocr":
+        return Detector()
+    height = input_height(onnx_path)
+    # the deep reader is the one whose convolutions the export holds
+    deep = len(onnx_convs(onnx_path)) == len(conv_bn_pairs(OCR(height=height, deep=True)))
+    return OCR(height=height, deep=deep)
 
 
 def phases_of(onnx_path, task):

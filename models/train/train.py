@@ -25,6 +25,7 @@ from nets import ALPHABET, OCR, SLOTS, Detector, greedy_ctc  # noqa: E402
 
 DET_TRAIN_H, DET_TRAIN_W = 320, 416
 OCR_W = 128
+NEW_LR_MULT = 5.0
 
 
 class OcrData(Dataset):
@@ -156,12 +157,15 @@ def main():
     ap.add_argument("--ocr-height", type=int, choices=[32, 64], default=0,
                     help="OCR input rows (default: the --init reader's, else 32); 64 from a 32-row --init "
                     "widens it (nets.OCR.widen)")
+    ap.add_argument("--ocr-deep", action="store_true", help="the reader with residual blocks (nets.OCR deep; "
+                    "default: whatever the --init reader is); from a shallow --init it deepens it (nets.OCR.deepen)")
     args = ap.parse_args()
 
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
     dev = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
                        "cpu" if args.device == "auto" else args.device)
+    new_params = []  # parameters this phase adds to the starting weights (they learn faster)
     init, phases = None, []  # phases: every training phase that led to these weights, for the manifest
     if args.init or args.init_onnx:
         if args.init_onnx:
@@ -174,11 +178,14 @@ def main():
             args.index_offset = 10 ** 7 * len(phases)
     if args.task == "ocr":
         height = args.ocr_height or (OCR.height_of(init["model"]) if init else 32)
-        model = OCR(height=height)
+        deep = args.ocr_deep or (OCR.deep_of(init["model"]) if init else False)
+        model = OCR(height=height, deep=deep)
         if init and OCR.height_of(init["model"]) != height:
             if height != 64:
                 sys.exit("a 64-row reader cannot continue as a 32-row one")
             init["model"] = OCR.widen(init["model"], args.seed)
+        if init and deep and not OCR.deep_of(init["model"]):
+            init["model"], new_params = OCR.deepen(init["model"], args.seed)
         data = OcrData(args.seed, offset=args.index_offset, negative=args.negative, height=height)
         # batch 128 on CPU too: at batch 32 (2e-3 or 1e-3) CTC sat on its all-blank plateau for
         # 6-10 CPU minutes and more (loss 3.3-3.5, nothing read); at 128 the GPU left it by step 250
@@ -195,7 +202,12 @@ def main():
     if init:
         model.load_state_dict(init["model"])
     model.to(dev)
-    opt = torch.optim.AdamW(model.parameters(), lr=peak, weight_decay=1e-4)
+    # blocks added to trained weights start from nothing: they learn at NEW_LR_MULT x the rate
+    # that keeps the trained layers near their minimum (a restart at a high rate lost phase 4)
+    new = [p for n, p in model.named_parameters() if n in new_params]
+    old = [p for n, p in model.named_parameters() if n not in new_params]
+    opt = torch.optim.AdamW([{"params": old, "mult": 1.0}, {"params": new, "mult": NEW_LR_MULT}], lr=peak,
+                            weight_decay=1e-4)
     budget = args.minutes * 60.0
     t0 = time.time()
     step = 0
@@ -206,6 +218,7 @@ def main():
         return {"device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu", "steps": step,
                 "samples": seen, "minutes": round((time.time() - t0) / 60, 2), "batch": bs, "lr": peak,
                 "precision": args.precision, "first_index": args.index_offset,
+                **({"new_parameters": len(new), "new_lr": peak * NEW_LR_MULT} if new else {}),
                 "command": " ".join(["train.py"] + sys.argv[1:])}
 
     model.train()
@@ -216,7 +229,7 @@ def main():
         if frac >= 1.0:
             break
         for g in opt.param_groups:
-            g["lr"] = lr_at(frac, peak)
+            g["lr"] = lr_at(frac, peak) * g["mult"]
         if args.task == "ocr":
             x, y = (t.to(dev, non_blocking=True) for t in batch)
             with autocast:
