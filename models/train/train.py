@@ -218,7 +218,8 @@ def main():
         return {"device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu", "steps": step,
                 "samples": seen, "minutes": round((time.time() - t0) / 60, 2), "batch": bs, "lr": peak,
                 "precision": args.precision, "first_index": args.index_offset,
-                **({"new_parameters": len(new), "new_lr": peak * NEW_LR_MULT} if new else {}),
+                **({"new_parameters": sum(p.numel() for p in new), "new_lr": round(peak * NEW_LR_MULT, 8)}
+                   if new else {}),
                 "command": " ".join(["train.py"] + sys.argv[1:])}
 
     model.train()
