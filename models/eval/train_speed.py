@@ -5,7 +5,7 @@ fast one process renders their samples (training runs at the slower of the two).
   /opt/train-venv/bin/python3 models/eval/train_speed.py [--threads 1] [--rounds 2] [--steps 6]
 
 A training step is train.py's (forward, loss, backward, AdamW) on random inputs of the real shapes:
-the reader at batch 128 on 64x128 crops with CTC, the detector at batch 8 on 320x416 scenes with
+the committed reader (64 rows, deep) at batch 128 on 64x128 crops with CTC, the detector at batch 8 on 320x416 scenes with
 its focal and L1 losses (train.py's ctc_loss and det_loss). Each round runs both precisions of
 both nets, so both precisions see the same machine load; each timing is the mean of --steps steps after two warm-up steps. Rendering is
 synth.ocr_sample and synth.scene_sample in this process. Needs models/train/requirements.txt and
@@ -77,7 +77,7 @@ def main():
     torch.set_num_threads(args.threads)
     rates = {}
     for _ in range(args.rounds):
-        for name, net, make in (("reader", lambda: OCR(height=64), reader_step),
+        for name, net, make in (("reader", lambda: OCR(height=64, deep=True), reader_step),
                                 ("detector", Detector, detector_step)):
             for precision in ("fp32", "bf16"):
                 rates.setdefault((name, precision), []).append(timed(net(), make, precision, args.steps))
