@@ -136,9 +136,9 @@ class OCR(nn.Module):
 
     @classmethod
     def deepen(cls, state, seed=0):
-        """(state of a deep reader that reads as the shallow reader `state` does, names of the new
-        parameters). The new blocks start as identities (their last BatchNorm scale is zero); the
-        layers after them are renumbered."""
+        """(state of a deep reader that reads as the shallow reader `state` does, the names of the
+        new blocks' entries: parameters and BatchNorm statistics). The new blocks start as
+        identities (their last BatchNorm scale is zero); the layers after them are renumbered."""
         torch.manual_seed(seed)  # the new blocks' first convolutions start random
         deep = cls(height=cls.height_of(state), deep=True)
         out = {k: v.clone() for k, v in deep.state_dict().items()}
