@@ -18,9 +18,9 @@ Usage: models/eval/evaluate.py [--platecam target/release/platecam] [--data ../s
                                [--reference ../shared/models-reference] [--limit N] [--skip-reference]
 Other models: PLATECAM_MODELS=DIR (the folder of their manifest.json).
 On endtoend/eu our models also run with the European plate-format prior (`plate_formats = ["eu"]`)
-and with the Slovak preset (`["sk"]`: most of those photos are Slovak), so the prior is measured
-with and without it. Standard library only. Prints one table; exits
-non-zero if platecam fails to run.
+and with the Slovak preset (`["sk"]`: most of those photos are Slovak), on endtoend/us and
+plates-us with the US preset (`["us"]`), so each prior is measured with and without it.
+Standard library only. Prints one table; exits non-zero if platecam fails to run.
 """
 import argparse
 import csv
@@ -132,23 +132,24 @@ def main():
         f"path = \"{ref}/cct_xs_v1_global.onnx\"\nconfig = \"{ref}/cct_xs_v1_global_plate_config.yaml\"\n"
     )
     ref_cfg.close()
-    # our models with the European plate-format prior (recognition.plate_formats), on the EU set
-    eu_cfg = tempfile.NamedTemporaryFile("w", suffix=".toml", delete=False)
-    eu_cfg.write("[recognition]\nplate_formats = [\"eu\"]\n")
-    eu_cfg.close()
-    # most photos of endtoend/eu are Slovak: the per-country preset a unit there would use
-    sk_cfg = tempfile.NamedTemporaryFile("w", suffix=".toml", delete=False)
-    sk_cfg.write("[recognition]\nplate_formats = [\"sk\"]\n")
-    sk_cfg.close()
+    # our models with a plate-format prior (recognition.plate_formats): the European union of
+    # presets; the Slovak one (most photos of endtoend/eu are Slovak: the preset a unit there
+    # would use); the US one (no letter O) on the US sets
+    priors = {}
+    for preset in ("eu", "sk", "us"):
+        f = tempfile.NamedTemporaryFile("w", suffix=".toml", delete=False)
+        f.write(f"[recognition]\nplate_formats = [\"{preset}\"]\n")
+        f.close()
+        priors[preset] = (f"platecam models + {preset} formats", f.name)
     systems = [("platecam models", None)]
     if not args.skip_reference:
         systems.append(("reference (fast-alpr models)", ref_cfg.name))
-    eu_systems = systems[:1] + [("platecam models + eu formats", eu_cfg.name),
-                                ("platecam models + sk formats", sk_cfg.name)] + systems[1:]
+    eu_systems = systems[:1] + [priors["eu"], priors["sk"]] + systems[1:]
+    us_systems = systems[:1] + [priors["us"]] + systems[1:]
     sets = [
-        ("endtoend/us", load_endtoend(os.path.join(args.data, "endtoend", "us")), False, systems),
+        ("endtoend/us", load_endtoend(os.path.join(args.data, "endtoend", "us")), False, us_systems),
         ("endtoend/eu", load_endtoend(os.path.join(args.data, "endtoend", "eu")), False, eu_systems),
-        ("plates-us", load_plates(os.path.join(args.data, "plates-us")), True, systems),
+        ("plates-us", load_plates(os.path.join(args.data, "plates-us")), True, us_systems),
     ]
     print(f"{'set':<13} {'system':<31} {'n':>4} {'detected %':>10} {'exact %':>8} {'false/ph':>8} "
           f"{'exact sent %':>12} {'sent/ph':>7} {'median ms':>10} {'mean ms':>8}")
@@ -163,8 +164,8 @@ def main():
             print(f"{set_name:<13} {sys_name:<31} {n:>4} {det_s:>10} {read:>8.1f} {false_s:>8} {read_sent:>12.1f} "
                   f"{sent_s:>7} {median:>10.1f} {mean:>8.1f}", flush=True)
     os.unlink(ref_cfg.name)
-    os.unlink(eu_cfg.name)
-    os.unlink(sk_cfg.name)
+    for _, path in priors.values():
+        os.unlink(path)
 
 
 if __name__ == "__main__":

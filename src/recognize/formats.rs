@@ -15,6 +15,8 @@ enum Class {
     Letter,
     Digit,
     Any,
+    /// A letter or a digit but not the letter O: US standard series do not issue it (see [`us`]).
+    NotO,
 }
 
 impl Class {
@@ -23,9 +25,13 @@ impl Class {
             Class::Letter => c.is_ascii_alphabetic(),
             Class::Digit => c.is_ascii_digit(),
             Class::Any => true,
+            Class::NotO => c.is_ascii_alphanumeric() && c != 'O',
         }
     }
 }
+
+/// The longest format (a pattern of `recognition.plate_formats`, and the `us` preset's).
+const MAX_LEN: usize = 12;
 
 /// Characters plates print alike, letter first.
 const LOOK_ALIKES: [(char, char); 8] = [
@@ -43,7 +49,8 @@ const LOOK_ALIKES: [(char, char); 8] = [
 /// on the road), letters L, digits N, either A, separators dropped. Special, diplomatic,
 /// personalised and most motorcycle series are left out: they fit no preset and are only
 /// changed where a look-alike swap makes them fit one. Germany (`de`) is generated: 1-3
-/// district letters, 1-2 letters, 1-4 digits ([`german`]).
+/// district letters, 1-2 letters, 1-4 digits ([`german`]); so is the United States (`us`:
+/// any letters and digits but the letter O, [`us`]).
 const PRESETS: &[(&str, &[&str])] = &[
     // Brazil: the older grey plates LLL-NNNN and Mercosur (since 2018) LLLNLNN
     ("br", &["LLLNNNN", "LLLNLNN"]),
@@ -89,6 +96,7 @@ const PRESETS: &[(&str, &[&str])] = &[
     ("ro", &["LLNNLLL", "LNNLLL", "LNNNLLL"]),
     ("se", &["LLLNNN", "LLLNNL"]),
     ("sk", &["LLNNNLL"]),
+    ("us", &[]),
 ];
 
 /// The countries whose union is the `eu` preset (`gb` and `br` are not in it).
@@ -113,6 +121,9 @@ fn preset(name: &str) -> Option<Vec<Vec<Class>>> {
     let mut formats: Vec<Vec<Class>> = patterns.iter().filter_map(|p| pattern(p)).collect();
     if name == "de" {
         formats.extend(german());
+    }
+    if name == "us" {
+        formats.extend(us());
     }
     Some(formats)
 }
@@ -250,7 +261,7 @@ fn look_alike(a: char, b: char) -> bool {
 }
 
 fn pattern(p: &str) -> Option<Vec<Class>> {
-    if p.is_empty() || p.len() > 12 {
+    if p.is_empty() || p.len() > MAX_LEN {
         return None;
     }
     p.chars()
@@ -274,6 +285,16 @@ fn german() -> Vec<Vec<Class>> {
             })
         })
         .collect()
+}
+
+/// The United States: state series are too varied for a format, but nearly all standard series
+/// leave out the letter O (Maryland, Pennsylvania, Virginia, Michigan, Mississippi do; California
+/// prints it only in the middle letter), printing 0 and O alike where both occur. So any read
+/// without an O fits, and an O becomes 0 where 0 is the OCR's own next choice for that slot.
+/// Vanity plates with an O are read with a 0: the price of the preset, measured in
+/// models/README.md.
+fn us() -> Vec<Vec<Class>> {
+    (1..=MAX_LEN).map(|n| vec![Class::NotO; n]).collect()
 }
 
 #[cfg(test)]
@@ -367,6 +388,7 @@ mod tests {
             ("ro", "CJI2ABC", 2, '1', "CJ12ABC"),
             ("se", "A8C123", 1, 'B', "ABC123"),
             ("sk", "RK8I6AB", 3, '1', "RK816AB"),
+            ("us", "HB6LOZ", 4, '0', "HB6L0Z"),
         ];
         for &(name, misread, slot, alt, want) in cases {
             let prior = FormatPrior::parse(&[name.into()]).expect("a preset");
@@ -386,6 +408,24 @@ mod tests {
                 + 1,
             "a case for every preset but eu"
         );
+    }
+
+    #[test]
+    fn us_reads_an_o_as_zero_only_where_zero_is_the_ocrs_next_choice() {
+        let us = FormatPrior::parse(&["us".into()]).expect("us");
+        let mut t = read("AC0M7V", &[]);
+        assert!(!us.apply(&mut t), "a read without an O fits");
+        // a vanity plate whose O the OCR would otherwise read as a D: left alone
+        let mut t = read("YOSPEED", &[(1, 'D')]);
+        assert!(!us.apply(&mut t));
+        assert_eq!(t.text, "YOSPEED");
+        // I and Q are issued by some states: untouched
+        let mut t = read("GIQ157", &[(1, '1'), (2, '0')]);
+        assert!(!us.apply(&mut t));
+        assert_eq!(t.text, "GIQ157");
+        let mut t = read("SHOR7X", &[(2, '0')]);
+        assert!(us.apply(&mut t));
+        assert_eq!(t.text, "SH0R7X");
     }
 
     #[test]
