@@ -287,11 +287,11 @@ fn german() -> Vec<Vec<Class>> {
         .collect()
 }
 
-/// The United States: state series are too varied for a format, but nearly all standard series
-/// leave out the letter O (Maryland, Pennsylvania, Virginia, Michigan, Mississippi do; California
-/// prints it only in the middle letter), printing 0 and O alike where both occur. So any read
-/// without an O fits, and an O becomes 0 where 0 is the OCR's own next choice for that slot.
-/// Vanity plates with an O are read with a 0: the price of the preset, measured in
+/// The United States: state series are too varied for a format, but many standard series leave
+/// out the letter O (Maryland, Pennsylvania, Virginia, Michigan, Mississippi; California prints it
+/// only as the middle letter) and many states print 0 and O with one glyph. So any read without
+/// an O fits, and an O becomes 0 where 0 is the OCR's own next choice for that slot. Vanity plates
+/// and the few series with an O are then read with a 0: the price of the preset, measured in
 /// models/README.md.
 fn us() -> Vec<Vec<Class>> {
     (1..=MAX_LEN).map(|n| vec![Class::NotO; n]).collect()
