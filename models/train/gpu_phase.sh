@@ -3,21 +3,23 @@
 # lent machines of models/README.md, "A GPU phase"): training there, everything else here.
 #
 #   models/train/gpu_phase.sh fonts                    # here: copy the generator's fonts to .fonts/
-#   models/train/gpu_phase.sh train TASKS MINUTES LR   # there, .fonts carried: e.g. ocr 7 1.5e-4
+#   models/train/gpu_phase.sh train TASKS MINUTES LR   # there, .fonts carried: e.g. ocr 8 1.5e-4
 #
 # `train` continues the committed weights (--init-onnx models, fresh sample indices, the phase
 # recorded in the checkpoints) on CUDA with every core but two rendering samples, and leaves
 # ocr.pt, det.pt and train.log in $OUT (the folder whose files come back). Export and check them
 # here: make_models.py --skip-train --init-onnx models --work DIR --out DIR/models ...
+# PYTHON: the Python with the training requirements (default python3; here /opt/train-venv/bin/python3).
 # PLATECAM_TRAIN_DEVICE=cpu runs `train` here, to try the script before a machine is lent.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+python=${PYTHON:-python3}
 
 case "${1:-}" in
 fonts)
     mkdir -p .fonts
     grep -qx '/.fonts/' .git/info/exclude 2>/dev/null || echo '/.fonts/' >>.git/info/exclude
-    python3 -c '
+    "$python" -c '
 import sys
 sys.path.insert(0, "models/train")
 import synth
@@ -43,13 +45,13 @@ train)
     *) ocr_w=$workers det_w=$workers ;;
     esac
     device=${PLATECAM_TRAIN_DEVICE:-cuda}
-    python3 models/train/make_models.py --device "$device" --init-onnx models --tasks "$tasks" \
+    "$python" models/train/make_models.py --device "$device" --init-onnx models --tasks "$tasks" \
         --minutes "$minutes" --lr "$lr" --precision bf16 --ocr-workers "$ocr_w" --det-workers "$det_w" \
         --train-only --work "$work" 2>&1 | tee "$OUT/train.log"
     cp "$work/ocr.pt" "$work/det.pt" "$OUT/"
     ;;
 *)
-    sed -n '2,12p' "$0" >&2
+    sed -n '2,13p' "$0" >&2
     exit 2
     ;;
 esac
